@@ -1,0 +1,3 @@
+//! Picks the loader for a path.
+pub enum DataFormat {}
+pub struct DataSource;

@@ -1,0 +1,12 @@
+//! onerec-core: the algorithms of onerec, a generative recommender in the manner of OneRec.
+//!
+//! Without the default `pipeline` feature only the portable parts build, so that the browser
+//! can compile them to WebAssembly.
+
+pub mod codec;
+pub mod error;
+
+#[cfg(feature = "pipeline")]
+pub mod data;
+
+pub use error::{Error, Result};
