@@ -8,5 +8,11 @@ pub mod error;
 
 #[cfg(feature = "pipeline")]
 pub mod data;
+#[cfg(feature = "pipeline")]
+pub mod embed;
+#[cfg(feature = "pipeline")]
+pub mod linalg;
+#[cfg(feature = "pipeline")]
+pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -1,0 +1,321 @@
+//! RQ-KMeans tokenizer: each item's embedding becomes a short sequence of codes (its semantic ID),
+//! one per level, each level a balanced k-means over the residual the levels before left.
+
+pub mod kmeans;
+mod semantic_ids;
+pub mod trie;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, Format};
+use crate::embed::ItemEmbeddings;
+use crate::error::{Error, Result};
+use kmeans::KMeansConfig;
+pub use semantic_ids::{Collisions, SemanticIds};
+pub use trie::PrefixTrie;
+
+/// One code of a semantic ID.
+pub type Code = u16;
+
+/// Settings of the residual quantiser.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RqConfig {
+    /// Levels L: codes per ID before disambiguation.
+    pub levels: usize,
+    /// Codes K per level. 256 suits catalogues up to about 100k items; OneRec uses 8192.
+    pub codes: usize,
+    /// Iteration cap of each level's k-means.
+    pub max_iters: usize,
+    pub seed: u64,
+}
+
+impl Default for RqConfig {
+    fn default() -> Self {
+        RqConfig { levels: 3, codes: 256, max_iters: 20, seed: 42 }
+    }
+}
+
+/// The centroids of every level, to encode new embeddings the same way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Codebooks {
+    pub dim: usize,
+    /// `levels × (codes × dim)`.
+    pub centroids: Vec<Vec<f32>>,
+}
+
+/// What one level of the quantiser achieved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LevelReport {
+    /// Mean squared norm of the residual left after this level.
+    pub reconstruction_mse: f64,
+    /// Share of the level's codes used by at least one item.
+    pub utilisation: f64,
+    /// Shannon entropy of the code distribution, in bits.
+    pub entropy_bits: f64,
+    /// Entropy over its maximum, log2(K): 1.0 means perfectly even use.
+    pub normalised_entropy: f64,
+    pub kmeans_iterations: usize,
+}
+
+/// The tokenizer report printed by `onerec tokenize`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenizerReport {
+    pub items: usize,
+    pub dim: usize,
+    pub codes_per_level: usize,
+    /// Mean squared norm of the embeddings, the scale the reconstruction errors compare to.
+    pub embedding_energy: f64,
+    pub levels: Vec<LevelReport>,
+    /// Share of items whose residual codes are shared with another item.
+    pub collision_rate_before: f64,
+    /// Share of items whose final ID is shared: 0 once resolved.
+    pub collision_rate_after: f64,
+    pub largest_collision_group: usize,
+    /// Codes per final ID (levels, plus one when collisions needed disambiguation).
+    pub id_length: usize,
+    pub seconds: f64,
+}
+
+/// Quantises `n × dim` embeddings into semantic IDs.
+pub fn fit(embeddings: &[f32], dim: usize, config: &RqConfig) -> Result<(Codebooks, SemanticIds, TokenizerReport)> {
+    let started = Instant::now();
+    if config.levels == 0 || config.codes < 2 || config.codes > Code::MAX as usize + 1 {
+        return Err(Error::Config(format!(
+            "need at least one level and 2..=65536 codes per level, got {} × {}",
+            config.levels, config.codes
+        )));
+    }
+    let n = embeddings.len() / dim.max(1);
+    if n < config.codes {
+        return Err(Error::Config(format!(
+            "{n} items cannot fill {} codes per level; pass fewer codes (--codes)",
+            config.codes
+        )));
+    }
+    let energy = mean_sq_norm(embeddings, dim);
+    let mut residual = embeddings.to_vec();
+    let mut codes = vec![0 as Code; n * config.levels];
+    let mut centroids = Vec::with_capacity(config.levels);
+    let mut levels = Vec::with_capacity(config.levels);
+    for level in 0..config.levels {
+        let clustering = kmeans::kmeans(
+            &residual,
+            dim,
+            &KMeansConfig {
+                clusters: config.codes,
+                max_iters: config.max_iters,
+                tolerance: 1e-3,
+                balanced: true,
+                seed: config.seed.wrapping_add(level as u64),
+            },
+        )?;
+        for (item, (row, &code)) in residual.chunks_exact_mut(dim).zip(&clustering.assignment).enumerate() {
+            let centroid = &clustering.centroids[code as usize * dim..][..dim];
+            row.iter_mut().zip(centroid).for_each(|(r, c)| *r -= c);
+            codes[item * config.levels + level] = code as Code;
+        }
+        levels.push(level_report(&clustering.assignment, config.codes, mean_sq_norm(&residual, dim), clustering.iterations));
+        centroids.push(clustering.centroids);
+    }
+    let (ids, collisions) = SemanticIds::resolve(codes, &vec![config.codes; config.levels])?;
+    let report = TokenizerReport {
+        items: n,
+        dim,
+        codes_per_level: config.codes,
+        embedding_energy: energy,
+        levels,
+        collision_rate_before: collisions.colliding_items as f64 / n as f64,
+        collision_rate_after: 0.0,
+        largest_collision_group: collisions.largest_group,
+        id_length: ids.id_len(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((Codebooks { dim, centroids }, ids, report))
+}
+
+fn mean_sq_norm(rows: &[f32], dim: usize) -> f64 {
+    let n = rows.len() / dim;
+    crate::linalg::row_sq_norms(rows, dim).iter().map(|&x| x as f64).sum::<f64>() / n as f64
+}
+
+fn level_report(assignment: &[u32], codes: usize, reconstruction_mse: f64, kmeans_iterations: usize) -> LevelReport {
+    let mut counts = vec![0usize; codes];
+    assignment.iter().for_each(|&c| counts[c as usize] += 1);
+    let n = assignment.len() as f64;
+    let entropy_bits: f64 =
+        counts.iter().filter(|&&c| c > 0).map(|&c| c as f64 / n).map(|p| -p * p.log2()).sum();
+    LevelReport {
+        reconstruction_mse,
+        utilisation: counts.iter().filter(|&&c| c > 0).count() as f64 / codes as f64,
+        entropy_bits,
+        normalised_entropy: entropy_bits / (codes as f64).log2(),
+        kmeans_iterations,
+    }
+}
+
+impl fmt::Display for TokenizerReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "RQ-KMeans: {} items × {} dims, {} levels × {} codes, {:.2} s",
+            self.items,
+            self.dim,
+            self.levels.len(),
+            self.codes_per_level,
+            self.seconds
+        )?;
+        writeln!(f, "embedding energy (mean ‖x‖²): {:.4}", self.embedding_energy)?;
+        writeln!(f, "level  recon-mse  relative  utilisation  entropy(bits)  norm-entropy  iters")?;
+        for (l, r) in self.levels.iter().enumerate() {
+            writeln!(
+                f,
+                "{:>5}  {:>9.5}  {:>8.4}  {:>11.4}  {:>13.3}  {:>12.4}  {:>5}",
+                l + 1,
+                r.reconstruction_mse,
+                r.reconstruction_mse / self.embedding_energy,
+                r.utilisation,
+                r.entropy_bits,
+                r.normalised_entropy,
+                r.kmeans_iterations
+            )?;
+        }
+        writeln!(
+            f,
+            "collisions: {:.4}% of items before resolution (largest group {}), {:.4}% after",
+            100.0 * self.collision_rate_before,
+            self.largest_collision_group,
+            100.0 * self.collision_rate_after
+        )?;
+        write!(f, "semantic ID length: {}", self.id_length)
+    }
+}
+
+/// The artefact of `onerec tokenize`: item embeddings, codebooks and semantic IDs, tied to the
+/// catalogue they were built from by the items' source ids.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tokenizer {
+    /// Name of the data set it was built from.
+    pub dataset: String,
+    /// Source id of each item, in item-index order.
+    pub item_ids: Vec<String>,
+    pub embeddings: ItemEmbeddings,
+    pub config: RqConfig,
+    pub codebooks: Codebooks,
+    pub semantic_ids: SemanticIds,
+    pub report: TokenizerReport,
+}
+
+const FORMAT: Format = Format { magic: b"ONRECTOK", version: 1, kind: "tokenizer" };
+
+impl Tokenizer {
+    /// Writes the tokenizer by atomic rename.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        codec::save(FORMAT, self, path)
+    }
+
+    /// Reads a tokenizer, refusing a truncated, corrupt or inconsistent file.
+    pub fn load(path: &Path) -> Result<Tokenizer> {
+        let t: Tokenizer = codec::load(FORMAT, path)?;
+        let n = t.item_ids.len();
+        if t.semantic_ids.len() != n || t.embeddings.len() != n {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "{n} item ids but {} semantic IDs and {} embeddings",
+                    t.semantic_ids.len(),
+                    t.embeddings.len()
+                ),
+            ));
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+
+    fn gaussian(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n * dim).map(|_| StandardNormal.sample(&mut rng)).collect()
+    }
+
+    #[test]
+    fn every_level_is_fully_used_and_ids_are_unique() {
+        let dim = 8;
+        let x = gaussian(2000, dim, 1);
+        let (books, ids, report) = fit(&x, dim, &RqConfig { levels: 3, codes: 16, max_iters: 15, seed: 1 }).unwrap();
+        assert_eq!(books.centroids.len(), 3);
+        assert!(report.levels.iter().all(|l| l.utilisation == 1.0), "{report}");
+        // Balanced sizes: 2000/16 = 125 per code exactly, so entropy is maximal.
+        assert!(report.levels.iter().all(|l| (l.normalised_entropy - 1.0).abs() < 1e-9));
+        // Residuals shrink level after level.
+        let mse: Vec<f64> = report.levels.iter().map(|l| l.reconstruction_mse).collect();
+        assert!(mse[0] < report.embedding_energy && mse[1] < mse[0] && mse[2] < mse[1], "{mse:?}");
+        let unique: std::collections::HashSet<&[Code]> = (0..2000).map(|i| ids.id_of(i)).collect();
+        assert_eq!(unique.len(), 2000);
+        assert_eq!(report.collision_rate_after, 0.0);
+    }
+
+    #[test]
+    fn codes_reconstruct_the_embedding_up_to_the_reported_error() {
+        let dim = 4;
+        let x = gaussian(300, dim, 2);
+        let (books, ids, report) = fit(&x, dim, &RqConfig { levels: 2, codes: 8, max_iters: 10, seed: 3 }).unwrap();
+        let mut total = 0.0;
+        for item in 0..300u32 {
+            let id = ids.id_of(item);
+            let mut rec = vec![0f32; dim];
+            for (level, &c) in id.iter().take(2).enumerate() {
+                rec.iter_mut().zip(&books.centroids[level][c as usize * dim..][..dim]).for_each(|(r, v)| *r += v);
+            }
+            total += x[item as usize * dim..][..dim].iter().zip(&rec).map(|(a, b)| ((a - b) * (a - b)) as f64).sum::<f64>();
+        }
+        assert!((total / 300.0 - report.levels[1].reconstruction_mse).abs() < 1e-4);
+    }
+
+    #[test]
+    fn tokenizer_file_round_trips_and_refuses_damage() {
+        let dim = 4;
+        let x = gaussian(64, dim, 5);
+        let config = RqConfig { levels: 2, codes: 4, max_iters: 5, seed: 2 };
+        let (codebooks, semantic_ids, report) = fit(&x, dim, &config).unwrap();
+        let tokenizer = Tokenizer {
+            dataset: "gauss".into(),
+            item_ids: (0..64).map(|i| format!("item{i}")).collect(),
+            embeddings: ItemEmbeddings { dim, data: x },
+            config,
+            codebooks,
+            semantic_ids,
+            report,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tok.bin");
+        tokenizer.save(&path).unwrap();
+        assert_eq!(Tokenizer::load(&path).unwrap(), tokenizer);
+
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(Tokenizer::load(&path).unwrap_err().to_string().contains("truncated"));
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() - 3] ^= 0x40;
+        std::fs::write(&path, &flipped).unwrap();
+        assert!(Tokenizer::load(&path).unwrap_err().to_string().contains("checksum"));
+        let mut inconsistent = tokenizer.clone();
+        inconsistent.item_ids.pop();
+        inconsistent.save(&path).unwrap();
+        assert!(Tokenizer::load(&path).unwrap_err().to_string().contains("63 item ids but 64 semantic IDs"));
+    }
+
+    #[test]
+    fn too_many_codes_is_a_clear_error() {
+        let err = fit(&gaussian(10, 2, 1), 2, &RqConfig { codes: 16, ..RqConfig::default() }).unwrap_err();
+        assert!(err.to_string().contains("10 items cannot fill 16 codes"), "{err}");
+    }
+}
