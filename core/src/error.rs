@@ -13,11 +13,7 @@ pub enum Error {
     },
     /// A malformed row in a data file; `line` is 1-based.
     #[error("{path}:{line}: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Parse { path: PathBuf, line: usize, message: String },
     /// A file that is readable but unusable as a whole (missing column, no rows, wrong kind).
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },

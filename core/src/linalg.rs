@@ -20,7 +20,10 @@ pub fn matmul(a: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
 
 /// Shared body of the products: `b_strides` are (row, column) strides of the k×n right operand.
 fn gemm(a: &[f32], b: &[f32], k: usize, n: usize, b_strides: (isize, isize), out: &mut [f32]) {
-    assert!(k > 0 && a.len() % k == 0 && b.len() == k * n && out.len() == a.len() / k * n, "matrix shapes do not match");
+    assert!(
+        k > 0 && a.len().is_multiple_of(k) && b.len() == k * n && out.len() == a.len() / k * n,
+        "matrix shapes do not match"
+    );
     out.par_chunks_mut(BLOCK_ROWS * n).zip(a.par_chunks(BLOCK_ROWS * k)).for_each(|(c, a)| {
         let m = a.len() / k;
         // SAFETY: the assert above sizes a as m×k, b as k×n (under its strides) and c as m×n.
@@ -161,7 +164,10 @@ pub fn symmetric_eigen(a: &[f64], k: usize) -> (Vec<f64>, Vec<f64>) {
     let mut v = vec![0f64; k * k];
     (0..k).for_each(|i| v[i * k + i] = 1.0);
     for _sweep in 0..100 {
-        let off: f64 = (0..k).flat_map(|i| (0..k).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| m[i * k + j].powi(2)).sum();
+        let off: f64 = (0..k)
+            .flat_map(|i| (0..k).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| m[i * k + j].powi(2))
+            .sum();
         let total: f64 = m.iter().map(|x| x * x).sum();
         if off <= 1e-22 * total.max(f64::MIN_POSITIVE) {
             break;

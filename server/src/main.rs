@@ -1,1 +1,40 @@
-fn main(){}
+//! `onerec`: the command line of the onerec generative recommender.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "onerec", version, about = "An end-to-end generative recommender in the manner of OneRec")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Get, inspect and synthesise interaction data.
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
+    /// Embed items and give each a semantic ID (RQ-KMeans).
+    Tokenize(commands::tokenize::TokenizeArgs),
+    /// Measure the speed of a stage.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Data(c) => commands::data::run(c),
+        Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Bench(c) => commands::bench::run(c),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -6,11 +6,13 @@
 mod builder;
 pub mod csv;
 pub mod fetch;
+mod fields;
 pub mod movielens;
 pub mod recbole;
 pub mod source;
 pub mod stats;
 pub mod synth;
+mod table;
 
 use serde::{Deserialize, Serialize};
 

@@ -53,7 +53,12 @@ impl SparseRows {
 }
 
 /// `items × dims` unit rows from the training sequences, and whether each item had any signal.
-pub(super) fn embed(dataset: &Dataset, dims: usize, config: &CooccurrenceConfig, seed: u64) -> Result<(Vec<f32>, Vec<bool>)> {
+pub(super) fn embed(
+    dataset: &Dataset,
+    dims: usize,
+    config: &CooccurrenceConfig,
+    seed: u64,
+) -> Result<(Vec<f32>, Vec<bool>)> {
     let n = dataset.n_items();
     if dims == 0 {
         return Ok((Vec::new(), vec![false; n]));
@@ -156,7 +161,8 @@ mod tests {
         let dense: Vec<f64> = (0..n * n)
             .map(|idx| {
                 let (i, j) = (idx / n, idx % n);
-                (0..d).map(|c| strengths[c] * basis[i * d + c] * basis[j * d + c]).sum::<f64>() + if i == j { 0.01 } else { 0.0 }
+                (0..d).map(|c| strengths[c] * basis[i * d + c] * basis[j * d + c]).sum::<f64>()
+                    + if i == j { 0.01 } else { 0.0 }
             })
             .collect();
         let mut m = SparseRows { start: vec![0], col: Vec::new(), value: Vec::new() };

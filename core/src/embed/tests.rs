@@ -12,10 +12,12 @@ fn two_families() -> (Dataset, usize, usize) {
     let origin = Origin::new("fixture", 1);
     for i in 0..20 {
         let (title, tag) = if i < 10 { ("star rocket orbit", "space") } else { ("barn tractor hay", "farm") };
-        b.add_item(Item { id: format!("i{i}"), title: format!("{title} {i}"), tags: vec![tag.into()] }, &origin).unwrap();
+        b.add_item(Item { id: format!("i{i}"), title: format!("{title} {i}"), tags: vec![tag.into()] }, &origin)
+            .unwrap();
     }
     let cold = 20;
-    b.add_item(Item { id: "cold".into(), title: "star rocket orbit".into(), tags: vec!["space".into()] }, &origin).unwrap();
+    b.add_item(Item { id: "cold".into(), title: "star rocket orbit".into(), tags: vec!["space".into()] }, &origin)
+        .unwrap();
     let held_out = 21;
     b.add_item(Item { id: "held-out".into(), title: String::new(), tags: vec![] }, &origin).unwrap();
     for u in 0..30 {

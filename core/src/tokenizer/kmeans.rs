@@ -41,7 +41,7 @@ pub struct Clustering {
 /// Clusters the `n × dim` row-major `points`.
 pub fn kmeans(points: &[f32], dim: usize, config: &KMeansConfig) -> Result<Clustering> {
     let k = config.clusters;
-    if dim == 0 || points.len() % dim != 0 {
+    if dim == 0 || !points.len().is_multiple_of(dim) {
         return Err(Error::Config(format!("{} values do not form rows of {dim}", points.len())));
     }
     let n = points.len() / dim;
@@ -99,11 +99,13 @@ fn kmeans_plus_plus(points: &[f32], dim: usize, k: usize, rng: &mut ChaCha8Rng) 
         let total: f64 = nearest.iter().map(|&d| d as f64).sum();
         let chosen = if total > 0.0 {
             let mut target = rng.random::<f64>() * total;
-            nearest.iter().position(|&d| {
-                target -= d as f64;
-                target <= 0.0
-            })
-            .unwrap_or(sample.len() - 1)
+            nearest
+                .iter()
+                .position(|&d| {
+                    target -= d as f64;
+                    target <= 0.0
+                })
+                .unwrap_or(sample.len() - 1)
         } else {
             rng.random_range(0..sample.len())
         };
@@ -297,13 +299,12 @@ mod tests {
         let centroids = gaussian(20, dim, 2);
         let c = nearest_centroids(&points, &linalg::row_sq_norms(&points, dim), &centroids, dim, 4);
         for p in 0..1100 {
-            let mut naive: Vec<(f32, u32)> = (0..20)
-                .map(|j| (sq_dist(&points[p * dim..][..dim], &centroids[j * dim..][..dim]), j as u32))
-                .collect();
+            let mut naive: Vec<(f32, u32)> =
+                (0..20).map(|j| (sq_dist(&points[p * dim..][..dim], &centroids[j * dim..][..dim]), j as u32)).collect();
             naive.sort_by(|a, b| a.0.total_cmp(&b.0));
-            for r in 0..4 {
-                assert_eq!(c.idx[p * 4 + r], naive[r].1);
-                assert!((c.dist[p * 4 + r] - naive[r].0).abs() < 1e-3);
+            for (r, (want_dist, want_idx)) in naive.iter().take(4).enumerate() {
+                assert_eq!(c.idx[p * 4 + r], *want_idx);
+                assert!((c.dist[p * 4 + r] - want_dist).abs() < 1e-3);
             }
         }
     }

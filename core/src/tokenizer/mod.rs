@@ -118,7 +118,12 @@ pub fn fit(embeddings: &[f32], dim: usize, config: &RqConfig) -> Result<(Codeboo
             row.iter_mut().zip(centroid).for_each(|(r, c)| *r -= c);
             codes[item * config.levels + level] = code as Code;
         }
-        levels.push(level_report(&clustering.assignment, config.codes, mean_sq_norm(&residual, dim), clustering.iterations));
+        levels.push(level_report(
+            &clustering.assignment,
+            config.codes,
+            mean_sq_norm(&residual, dim),
+            clustering.iterations,
+        ));
         centroids.push(clustering.centroids);
     }
     let (ids, collisions) = SemanticIds::resolve(codes, &vec![config.codes; config.levels])?;
@@ -146,8 +151,7 @@ fn level_report(assignment: &[u32], codes: usize, reconstruction_mse: f64, kmean
     let mut counts = vec![0usize; codes];
     assignment.iter().for_each(|&c| counts[c as usize] += 1);
     let n = assignment.len() as f64;
-    let entropy_bits: f64 =
-        counts.iter().filter(|&&c| c > 0).map(|&c| c as f64 / n).map(|p| -p * p.log2()).sum();
+    let entropy_bits: f64 = counts.iter().filter(|&&c| c > 0).map(|&c| c as f64 / n).map(|p| -p * p.log2()).sum();
     LevelReport {
         reconstruction_mse,
         utilisation: counts.iter().filter(|&&c| c > 0).count() as f64 / codes as f64,
@@ -224,11 +228,7 @@ impl Tokenizer {
         if t.semantic_ids.len() != n || t.embeddings.len() != n {
             return Err(Error::corrupt(
                 path,
-                format!(
-                    "{n} item ids but {} semantic IDs and {} embeddings",
-                    t.semantic_ids.len(),
-                    t.embeddings.len()
-                ),
+                format!("{n} item ids but {} semantic IDs and {} embeddings", t.semantic_ids.len(), t.embeddings.len()),
             ));
         }
         Ok(t)
@@ -275,7 +275,8 @@ mod tests {
             for (level, &c) in id.iter().take(2).enumerate() {
                 rec.iter_mut().zip(&books.centroids[level][c as usize * dim..][..dim]).for_each(|(r, v)| *r += v);
             }
-            total += x[item as usize * dim..][..dim].iter().zip(&rec).map(|(a, b)| ((a - b) * (a - b)) as f64).sum::<f64>();
+            total +=
+                x[item as usize * dim..][..dim].iter().zip(&rec).map(|(a, b)| ((a - b) * (a - b)) as f64).sum::<f64>();
         }
         assert!((total / 300.0 - report.levels[1].reconstruction_mse).abs() < 1e-4);
     }

@@ -47,7 +47,9 @@ impl SemanticIds {
             return Ok((ids, collisions));
         }
         if largest_group > Code::MAX as usize + 1 {
-            return Err(Error::Config(format!("{largest_group} items share one semantic ID; use more codes or levels")));
+            return Err(Error::Config(format!(
+                "{largest_group} items share one semantic ID; use more codes or levels"
+            )));
         }
         let mut extra = vec![0 as Code; n];
         for group in groups.values() {
@@ -55,7 +57,8 @@ impl SemanticIds {
                 extra[item as usize] = rank as Code;
             }
         }
-        let codes = residual_codes.chunks_exact(levels).zip(extra).flat_map(|(id, e)| id.iter().copied().chain([e])).collect();
+        let codes =
+            residual_codes.chunks_exact(levels).zip(extra).flat_map(|(id, e)| id.iter().copied().chain([e])).collect();
         let mut sizes = codebook_sizes.to_vec();
         sizes.push(largest_group);
         Ok((Self::from_codes(codes, sizes)?, collisions))
@@ -64,15 +67,20 @@ impl SemanticIds {
     /// Builds the map from unique IDs; refuses duplicates or codes outside their vocabulary.
     pub fn from_codes(codes: Vec<Code>, level_sizes: Vec<usize>) -> Result<SemanticIds> {
         let len = level_sizes.len();
-        if len == 0 || codes.len() % len != 0 {
+        if len == 0 || !codes.len().is_multiple_of(len) {
             return Err(Error::Config(format!("{} codes do not form IDs of length {len}", codes.len())));
         }
         if let Some((pos, &c)) = codes.iter().enumerate().find(|(pos, c)| **c as usize >= level_sizes[pos % len]) {
-            return Err(Error::Config(format!("item {} has code {c} at position {}, beyond its vocabulary", pos / len, pos % len)));
+            return Err(Error::Config(format!(
+                "item {} has code {c} at position {}, beyond its vocabulary",
+                pos / len,
+                pos % len
+            )));
         }
         let ids: Vec<&[Code]> = codes.chunks_exact(len).collect();
-        let trie = PrefixTrie::build(&ids, len)
-            .map_err(|(a, b)| Error::Config(format!("items {a} and {b} share the semantic ID {:?}", ids[a as usize])))?;
+        let trie = PrefixTrie::build(&ids, len).map_err(|(a, b)| {
+            Error::Config(format!("items {a} and {b} share the semantic ID {:?}", ids[a as usize]))
+        })?;
         Ok(SemanticIds { level_sizes, codes, trie })
     }
 

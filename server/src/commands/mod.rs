@@ -1,0 +1,65 @@
+//! One module per subcommand, plus the arguments they share.
+
+pub mod bench;
+pub mod data;
+pub mod tokenize;
+
+use std::path::PathBuf;
+
+use clap::Args;
+use onerec_core::data::csv::{CsvOptions, ItemCsv};
+use onerec_core::data::{DataFormat, DataSource, Dataset};
+
+/// Where the interaction log is and how to read it.
+#[derive(Args, Clone, Debug)]
+pub struct DataArgs {
+    /// A MovieLens folder, a RecBole folder or `.inter` file, or a CSV file.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Format of `--data`: auto, ml-100k, ml-1m, recbole or csv.
+    #[arg(long, default_value = "auto")]
+    pub format: DataFormat,
+    /// CSV only: which columns hold what, e.g. `user=uid,item=movie,time=ts,rating=stars`.
+    #[arg(long)]
+    pub columns: Option<String>,
+    /// CSV only: field delimiter.
+    #[arg(long, default_value = ",")]
+    pub delimiter: char,
+    /// CSV only: an item catalogue CSV.
+    #[arg(long)]
+    pub item_file: Option<PathBuf>,
+    /// CSV only: columns of the item catalogue, e.g. `id=movie,title=name,tags=genres`.
+    #[arg(long, default_value = "id=item_id,title=title,tags=tags")]
+    pub item_columns: String,
+}
+
+impl DataArgs {
+    /// Loads the data set and prints what the loader had to assume.
+    pub fn load(&self) -> anyhow::Result<Dataset> {
+        let delimiter = u8::try_from(self.delimiter)
+            .map_err(|_| anyhow::anyhow!("--delimiter must be a single ASCII character"))?;
+        let csv = CsvOptions {
+            columns: self.columns.as_deref().map(str::parse).transpose()?,
+            delimiter,
+            items: match &self.item_file {
+                Some(path) => Some(ItemCsv { path: path.clone(), columns: self.item_columns.parse()? }),
+                None => None,
+            },
+        };
+        let dataset = DataSource { path: self.data.clone(), format: self.format, csv }.load()?;
+        for warning in &dataset.warnings {
+            eprintln!("warning: {warning}");
+        }
+        Ok(dataset)
+    }
+}
+
+/// Prints a report as one JSON object (for scripts) or as text (for people).
+pub fn print_report<T: serde::Serialize + std::fmt::Display>(report: &T, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
