@@ -11,6 +11,8 @@ pub mod data;
 #[cfg(feature = "pipeline")]
 pub mod embed;
 #[cfg(feature = "pipeline")]
+pub mod eval;
+#[cfg(feature = "pipeline")]
 pub mod linalg;
 #[cfg(feature = "pipeline")]
 pub mod tokenizer;

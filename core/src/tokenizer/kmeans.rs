@@ -24,6 +24,8 @@ pub struct KMeansConfig {
     pub tolerance: f64,
     /// Hold every cluster to ⌊n/K⌋ or ⌈n/K⌉ points.
     pub balanced: bool,
+    /// Fit centroids on at most this many points per cluster (a uniform sample), then assign all.
+    pub sample_per_cluster: Option<usize>,
     pub seed: u64,
 }
 
@@ -39,6 +41,10 @@ pub struct Clustering {
 }
 
 /// Clusters the `n × dim` row-major `points`.
+///
+/// With `sample_per_cluster` set and more points than that per cluster, the centroids are fitted
+/// on a uniform sample and every point is then assigned once (as faiss does): past a few hundred
+/// points per cluster, more points move the centroids little and cost time in proportion.
 pub fn kmeans(points: &[f32], dim: usize, config: &KMeansConfig) -> Result<Clustering> {
     let k = config.clusters;
     if dim == 0 || !points.len().is_multiple_of(dim) {
@@ -49,11 +55,38 @@ pub fn kmeans(points: &[f32], dim: usize, config: &KMeansConfig) -> Result<Clust
         return Err(Error::Config(format!("cannot make {k} clusters from {n} points")));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let centroids = kmeans_plus_plus(points, dim, k, &mut rng);
+    let sample_rows = config.sample_per_cluster.map(|per| per.saturating_mul(k)).filter(|&rows| rows < n);
+    let (centroids, assignment, iterations) = match sample_rows {
+        None => lloyd(points, dim, centroids, config.max_iters, config, &mut rng),
+        Some(rows) => {
+            let mut chosen = rand::seq::index::sample(&mut rng, n, rows).into_vec();
+            chosen.sort_unstable();
+            let sample: Vec<f32> = chosen.iter().flat_map(|&i| &points[i * dim..][..dim]).copied().collect();
+            let (centroids, _, iterations) = lloyd(&sample, dim, centroids, config.max_iters, config, &mut rng);
+            let (centroids, assignment, _) = lloyd(points, dim, centroids, 1, config, &mut rng);
+            (centroids, assignment, iterations + 1)
+        }
+    };
+    let inertia = inertia(points, dim, &centroids, &assignment);
+    Ok(Clustering { centroids, assignment, inertia, iterations })
+}
+
+/// Lloyd iterations from the given centroids: assign (balanced or nearest), then move every
+/// centroid to the mean of its points, until few points change or `max_iters` is reached.
+fn lloyd(
+    points: &[f32],
+    dim: usize,
+    mut centroids: Vec<f32>,
+    max_iters: usize,
+    config: &KMeansConfig,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<f32>, Vec<u32>, usize) {
+    let (n, k) = (points.len() / dim, config.clusters);
     let point_norms = linalg::row_sq_norms(points, dim);
-    let mut centroids = kmeans_plus_plus(points, dim, k, &mut rng);
     let mut assignment = vec![u32::MAX; n];
     let mut iterations = 0;
-    while iterations < config.max_iters.max(1) {
+    while iterations < max_iters.max(1) {
         iterations += 1;
         let candidates = nearest_centroids(points, &point_norms, &centroids, dim, CANDIDATES.min(k));
         let next = if config.balanced {
@@ -63,13 +96,12 @@ pub fn kmeans(points: &[f32], dim: usize, config: &KMeansConfig) -> Result<Clust
         };
         let changed = next.iter().zip(&assignment).filter(|(a, b)| a != b).count();
         assignment = next;
-        centroids = update_centroids(points, dim, k, &assignment, &centroids, &mut rng);
+        centroids = update_centroids(points, dim, k, &assignment, &centroids, rng);
         if (changed as f64) < config.tolerance * n as f64 {
             break;
         }
     }
-    let inertia = inertia(points, dim, &centroids, &assignment);
-    Ok(Clustering { centroids, assignment, inertia, iterations })
+    (centroids, assignment, iterations)
 }
 
 /// Sum of squared distances of points to their assigned centroids.
@@ -269,7 +301,7 @@ mod tests {
     use rand_distr::{Distribution, StandardNormal};
 
     fn config(clusters: usize, balanced: bool) -> KMeansConfig {
-        KMeansConfig { clusters, max_iters: 50, tolerance: 0.0, balanced, seed: 7 }
+        KMeansConfig { clusters, max_iters: 50, tolerance: 0.0, balanced, sample_per_cluster: None, seed: 7 }
     }
 
     fn gaussian(n: usize, dim: usize, seed: u64) -> Vec<f32> {
@@ -335,6 +367,22 @@ mod tests {
         }
         let plain = kmeans(&points, 6, &config(6, false)).unwrap();
         assert!(balanced.inertia <= plain.inertia * 1.0001, "{} vs {}", balanced.inertia, plain.inertia);
+    }
+
+    #[test]
+    fn fitting_on_a_sample_still_recovers_the_blobs_and_assigns_every_point() {
+        let (points, truth) = blobs(200, 5, 5);
+        let sampled = kmeans(&points, 5, &KMeansConfig { sample_per_cluster: Some(20), ..config(5, true) }).unwrap();
+        let mut sizes = [0usize; 5];
+        sampled.assignment.iter().for_each(|&a| sizes[a as usize] += 1);
+        assert_eq!(sizes, [200; 5]);
+        for i in (0..truth.len()).step_by(13) {
+            for j in (0..truth.len()).step_by(17) {
+                assert_eq!(truth[i] == truth[j], sampled.assignment[i] == sampled.assignment[j]);
+            }
+        }
+        let full = kmeans(&points, 5, &config(5, true)).unwrap();
+        assert!(sampled.inertia <= full.inertia * 1.01, "{} vs {}", sampled.inertia, full.inertia);
     }
 
     /// The price of balance on structureless data is small: within 15% of plain k-means.

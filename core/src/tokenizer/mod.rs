@@ -21,6 +21,9 @@ pub use trie::PrefixTrie;
 /// One code of a semantic ID.
 pub type Code = u16;
 
+/// Items per code that each level's centroids are fitted on; all items are then assigned once.
+const SAMPLE_PER_CODE: usize = 256;
+
 /// Settings of the residual quantiser.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RqConfig {
@@ -110,6 +113,7 @@ pub fn fit(embeddings: &[f32], dim: usize, config: &RqConfig) -> Result<(Codeboo
                 max_iters: config.max_iters,
                 tolerance: 1e-3,
                 balanced: true,
+                sample_per_cluster: Some(SAMPLE_PER_CODE),
                 seed: config.seed.wrapping_add(level as u64),
             },
         )?;

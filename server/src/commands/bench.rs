@@ -34,6 +34,9 @@ pub struct TokenizeBenchArgs {
     /// Latent topics of the synthetic embeddings.
     #[arg(long, default_value_t = 1000)]
     pub topics: usize,
+    /// Spread of items around their topic centre (the centres have unit spread per dimension).
+    #[arg(long, default_value_t = 1.0)]
+    pub noise: f32,
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
     #[arg(long, default_value_t = 42)]
@@ -77,7 +80,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
 
 fn bench_tokenize(args: TokenizeBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
-    let embeddings = topic_mixture(args.items, args.dim, args.topics.max(1), args.seed);
+    let embeddings = topic_mixture(args.items, args.dim, args.topics.max(1), args.noise, args.seed);
     let config = RqConfig { levels: args.levels, codes: args.codes, max_iters: args.iters, seed: args.seed };
     let mut seconds = Vec::with_capacity(args.runs);
     let mut last_report = None;
@@ -106,7 +109,7 @@ fn bench_tokenize(args: TokenizeBenchArgs) -> anyhow::Result<()> {
 }
 
 /// Unit vectors scattered around `topics` random centres, like embeddings of items on topics.
-fn topic_mixture(items: usize, dim: usize, topics: usize, seed: u64) -> Vec<f32> {
+fn topic_mixture(items: usize, dim: usize, topics: usize, noise: f32, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut normal = || -> f32 { StandardNormal.sample(&mut rng) };
     let centres: Vec<f32> = (0..topics * dim).map(|_| normal()).collect();
@@ -114,7 +117,7 @@ fn topic_mixture(items: usize, dim: usize, topics: usize, seed: u64) -> Vec<f32>
     for i in 0..items {
         let centre = &centres[(i % topics) * dim..][..dim];
         let start = data.len();
-        data.extend(centre.iter().map(|&c| c + 0.6 * normal()));
+        data.extend(centre.iter().map(|&c| c + noise * normal()));
         let row = &mut data[start..];
         let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
         row.iter_mut().for_each(|x| *x /= norm);

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod eval;
 pub mod tokenize;
 
 use std::path::PathBuf;

@@ -1,0 +1,190 @@
+//! The offline evaluation protocol of DESIGN.md §3: leave-one-out, full ranking over the whole
+//! catalogue, items in the user's input excluded, ties counted against the target.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, Event, ItemIdx, UserIdx};
+
+/// Cut-offs every report gives.
+pub const CUTOFFS: [usize; 3] = [5, 10, 20];
+
+/// Which held-out event is the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Target: the second-to-last event; input: the training events. For early stopping and tuning.
+    Valid,
+    /// Target: the last event; input: training plus the validation event. Reported, never tuned on.
+    Test,
+}
+
+/// Ranking quality over the users that have a target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RankingReport {
+    pub stage: Stage,
+    pub users: usize,
+    /// `recall@k`, `ndcg@k` and `mrr@k` for every cut-off (recall equals hit rate with one target).
+    pub metrics: BTreeMap<String, f64>,
+    /// Share of the catalogue that appears in at least one user's top 10.
+    pub coverage_at_10: f64,
+}
+
+impl RankingReport {
+    /// One metric by name, such as `ndcg@10`.
+    pub fn get(&self, name: &str) -> f64 {
+        self.metrics.get(name).copied().unwrap_or(f64::NAN)
+    }
+}
+
+impl fmt::Display for RankingReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} ({} users):", self.stage, self.users)?;
+        for k in CUTOFFS {
+            write!(
+                f,
+                "  @{k}: recall {:.4} ndcg {:.4} mrr {:.4}",
+                self.get(&format!("recall@{k}")),
+                self.get(&format!("ndcg@{k}")),
+                self.get(&format!("mrr@{k}"))
+            )?;
+        }
+        write!(f, "  coverage@10 {:.4}", self.coverage_at_10)
+    }
+}
+
+/// 1-based rank of `target` among the items not excluded, counting every other item that scores at
+/// least as high as the target before it (pessimistic ties).
+pub fn pessimistic_rank(scores: &[f32], target: ItemIdx, excluded: &[bool]) -> usize {
+    let t = scores[target as usize];
+    1 + scores
+        .iter()
+        .enumerate()
+        .filter(|&(j, &s)| j != target as usize && !excluded[j] && (s >= t || s.is_nan() || t.is_nan()))
+        .count()
+}
+
+/// Scores every user's input with `score` (one score per catalogue item, higher is better) and
+/// measures how high the held-out target ranks.
+pub fn evaluate<F>(dataset: &Dataset, stage: Stage, score: F) -> RankingReport
+where
+    F: Fn(UserIdx, &[Event]) -> Vec<f32> + Sync,
+{
+    let n = dataset.n_items();
+    let per_user: Vec<(usize, Vec<ItemIdx>)> = (0..dataset.n_users() as UserIdx)
+        .into_par_iter()
+        .filter_map(|u| {
+            let split = dataset.split(u);
+            let (input, target) = match stage {
+                Stage::Valid => (split.train, split.valid?),
+                Stage::Test => (split.test_input, split.test?),
+            };
+            let scores = score(u, input);
+            assert_eq!(scores.len(), n, "a scorer must score every catalogue item");
+            let mut excluded = vec![false; n];
+            input.iter().for_each(|e| excluded[e.item as usize] = true);
+            excluded[target.item as usize] = false;
+            Some((pessimistic_rank(&scores, target.item, &excluded), top_k(&scores, &excluded, 10)))
+        })
+        .collect();
+    let users = per_user.len();
+    let mut metrics = BTreeMap::new();
+    for k in CUTOFFS {
+        let hits = per_user.iter().filter(|(r, _)| *r <= k);
+        let (recall, ndcg, mrr) = hits.fold((0.0, 0.0, 0.0), |(h, g, m), (r, _)| {
+            (h + 1.0, g + 1.0 / ((*r as f64) + 1.0).log2(), m + 1.0 / *r as f64)
+        });
+        let denom = users.max(1) as f64;
+        metrics.insert(format!("recall@{k}"), recall / denom);
+        metrics.insert(format!("ndcg@{k}"), ndcg / denom);
+        metrics.insert(format!("mrr@{k}"), mrr / denom);
+    }
+    let mut shown = vec![false; n];
+    per_user.iter().flat_map(|(_, top)| top).for_each(|&i| shown[i as usize] = true);
+    let coverage_at_10 = shown.iter().filter(|&&s| s).count() as f64 / n.max(1) as f64;
+    RankingReport { stage, users, metrics, coverage_at_10 }
+}
+
+/// The `k` best-scoring items that are not excluded, best first (ties by lower index).
+pub fn top_k(scores: &[f32], excluded: &[bool], k: usize) -> Vec<ItemIdx> {
+    let mut candidates: Vec<ItemIdx> = (0..scores.len() as ItemIdx).filter(|&i| !excluded[i as usize]).collect();
+    let by_score = |a: &ItemIdx, b: &ItemIdx| scores[*b as usize].total_cmp(&scores[*a as usize]).then(a.cmp(b));
+    if candidates.len() > k {
+        candidates.select_nth_unstable_by(k, by_score);
+        candidates.truncate(k);
+    }
+    candidates.sort_by(by_score);
+    candidates
+}
+
+/// The popularity baseline: how often each item occurs in the training part of the sequences.
+pub fn popularity(dataset: &Dataset) -> Vec<f32> {
+    let mut counts = vec![0f32; dataset.n_items()];
+    dataset.train_sequences().flatten().for_each(|e| counts[e.item as usize] += 1.0);
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{DatasetBuilder, Feedback, Origin};
+
+    #[test]
+    fn ties_count_against_the_target_and_excluded_items_do_not() {
+        let scores = [0.5, 0.9, 0.5, 0.1, 0.7];
+        let none = [false; 5];
+        assert_eq!(pessimistic_rank(&scores, 0, &none), 4, "0.9, 0.7 and the tie at 0.5 rank first");
+        assert_eq!(pessimistic_rank(&scores, 1, &none), 1);
+        let excluded = [false, true, false, false, true];
+        assert_eq!(pessimistic_rank(&scores, 0, &excluded), 2);
+        assert_eq!(top_k(&scores, &excluded, 2), vec![0, 2]);
+    }
+
+    /// Three users of five items, metrics computed by hand.
+    #[test]
+    fn metrics_match_a_hand_computed_case() {
+        let mut b = DatasetBuilder::new();
+        let o = Origin::new("t", 1);
+        let logs = [("a", ["i0", "i1", "i2", "i3"]), ("b", ["i1", "i0", "i4", "i2"]), ("c", ["i2", "i1", "i3", "i4"])];
+        for (user, items) in logs {
+            for (t, item) in items.iter().enumerate() {
+                b.add_event(user, item, t as i64, Feedback::Click, &o);
+            }
+        }
+        let ds = b.finish("t").unwrap();
+        let idx = |id: &str| ds.items.iter().position(|i| i.id == id).unwrap();
+        // Fixed scores i4 > i3 > i2 > i1 > i0 for everyone.
+        let fixed: Vec<f32> =
+            (0..5).map(|i| [0.0, 1.0, 2.0, 3.0, 4.0][ds.items[i].id[1..].parse::<usize>().unwrap()]).collect();
+        assert_eq!(idx("i4"), 4);
+        let report = evaluate(&ds, Stage::Test, |_, _| fixed.clone());
+        // a: input {i0,i1,i2}, target i3: i4 ranks above → rank 2.
+        // b: input {i1,i0,i4}, target i2: i3 above → rank 2.
+        // c: input {i2,i1,i3}, target i4 → rank 1.
+        assert_eq!(report.users, 3);
+        assert!((report.get("recall@5") - 1.0).abs() < 1e-12);
+        let ndcg = (1.0 / 3f64.log2() * 2.0 + 1.0) / 3.0;
+        assert!((report.get("ndcg@5") - ndcg).abs() < 1e-12);
+        assert!((report.get("mrr@5") - (0.5 + 0.5 + 1.0) / 3.0).abs() < 1e-12);
+        // Valid: a: input {i0,i1}, target i2: i4, i3 above → rank 3. b: input {i1,i0}, target i4 → 1.
+        // c: input {i2,i1}, target i3: i4 above → 2.
+        let valid = evaluate(&ds, Stage::Valid, |_, _| fixed.clone());
+        assert!((valid.get("mrr@10") - (1.0 / 3.0 + 1.0 + 0.5) / 3.0).abs() < 1e-12);
+        // Top 10 lists cover every item not in some input.
+        assert!(valid.coverage_at_10 > 0.5);
+    }
+
+    #[test]
+    fn popularity_counts_only_training_events() {
+        let mut b = DatasetBuilder::new();
+        let o = Origin::new("t", 1);
+        for (t, item) in ["x", "x", "y", "z"].iter().enumerate() {
+            b.add_event("u", item, t as i64, Feedback::Click, &o);
+        }
+        let ds = b.finish("t").unwrap();
+        assert_eq!(popularity(&ds), vec![2.0, 0.0, 0.0]);
+    }
+}
