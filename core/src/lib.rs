@@ -4,17 +4,34 @@
 //! can compile them to WebAssembly.
 
 pub mod codec;
+#[cfg(feature = "model")]
+pub mod device;
 pub mod error;
 
 #[cfg(feature = "pipeline")]
+pub mod context;
+#[cfg(feature = "pipeline")]
 pub mod data;
+#[cfg(feature = "pipeline")]
+pub mod decode;
 #[cfg(feature = "pipeline")]
 pub mod embed;
 #[cfg(feature = "pipeline")]
 pub mod eval;
 #[cfg(feature = "pipeline")]
 pub mod linalg;
+#[cfg(feature = "model")]
+pub mod model;
+#[cfg(feature = "model")]
+pub mod recommend;
+#[cfg(feature = "model")]
+pub mod snapshot;
 #[cfg(feature = "pipeline")]
 pub mod tokenizer;
+#[cfg(feature = "model")]
+pub mod train;
+
+#[cfg(all(test, feature = "pipeline"))]
+mod test_fixtures;
 
 pub use error::{Error, Result};

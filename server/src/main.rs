@@ -18,6 +18,8 @@ enum Command {
     Data(commands::data::DataCommand),
     /// Embed items and give each a semantic ID (RQ-KMeans).
     Tokenize(commands::tokenize::TokenizeArgs),
+    /// Train the generative model on semantic IDs (next-token loss); writes a snapshot.
+    Train(commands::train::TrainArgs),
     /// Measure ranking quality on the held-out splits (DESIGN.md §3).
     Eval(commands::eval::EvalArgs),
     /// Measure the speed of a stage.
@@ -30,6 +32,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Data(c) => commands::data::run(c),
         Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Bench(c) => commands::bench::run(c),
     };

@@ -56,14 +56,15 @@ fn term_counts(item: &Item, buckets: u64) -> Vec<(u32, f32)> {
     v
 }
 
-/// FNV-1a: a stable hash, so that the same token lands in the same bucket on every machine.
+/// The bucket of a token of one kind (title word or tag), so that a word and a tag never share it.
 fn bucket(kind: &str, token: &str, buckets: u64) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in kind.bytes().chain([0]).chain(token.bytes()) {
-        h ^= byte as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % buckets) as u32
+    (fnv1a(kind.bytes().chain([0]).chain(token.bytes())) % buckets) as u32
+}
+
+/// 64-bit FNV-1a: a stable hash, so that the same token lands in the same bucket on every machine
+/// and in every saved model.
+pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, byte| (h ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 fn projection_row(bucket: u32, dims: usize, seed: u64) -> Vec<f32> {

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::linalg;
 
 pub use collab::CooccurrenceConfig;
+pub(crate) use content::fnv1a;
 
 /// Settings of the item embeddings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

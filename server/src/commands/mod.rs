@@ -4,6 +4,7 @@ pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod tokenize;
+pub mod train;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,404 @@
+//! Constrained beam search over semantic IDs. Only the prefix trie's legal children of a beam are
+//! ever expanded, so every result is a real item. The search knows nothing of neural networks: a
+//! model plugs in through [`CodeStepper`], and tests drive it with a fake one.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::ItemIdx;
+use crate::tokenizer::Code;
+use crate::tokenizer::trie::{PrefixTrie, ROOT};
+
+/// What beam search needs from a model. Stateful, so that a model can keep a KV cache per beam and
+/// reorder it by `parents` when beams are re-selected.
+pub trait CodeStepper {
+    /// Log-probabilities over the codes of ID position 0: one row, as long as that level's vocabulary.
+    fn start(&mut self) -> Vec<f32>;
+    /// Beam `i` now continues beam `parents[i]` of the previous call with code `codes[i]`. Returns,
+    /// for every beam, log-probabilities over the codes of the next position (`beams × vocabulary`,
+    /// row-major).
+    fn step(&mut self, parents: &[usize], codes: &[Code]) -> Vec<f32>;
+}
+
+/// Settings of the search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeamConfig {
+    /// Prefixes kept after each step, and so the most items returned.
+    pub beam: usize,
+}
+
+/// One decoded item.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hypothesis {
+    pub item: ItemIdx,
+    /// Sum of the log-probabilities of the ID's codes.
+    pub log_prob: f32,
+    /// The item's semantic ID.
+    pub id: Vec<Code>,
+}
+
+/// A legal extension of a beam: the trie node it reaches, the code that led there, and its score.
+#[derive(Clone, Copy)]
+struct Candidate {
+    parent: usize,
+    node: u32,
+    code: Code,
+    log_prob: f32,
+}
+
+/// Decodes up to `config.beam` distinct items, none of them `excluded` (e.g. the user's history),
+/// best first; ties go to the lexicographically smaller ID. The model is started once and stepped
+/// once per further ID position, with at most `config.beam` rows. Non-finite log-probabilities never
+/// panic: `-inf` ranks as such and NaN ranks below everything.
+pub fn beam_search(
+    stepper: &mut impl CodeStepper,
+    trie: &PrefixTrie,
+    config: &BeamConfig,
+    excluded: &dyn Fn(ItemIdx) -> bool,
+) -> Vec<Hypothesis> {
+    let depth = trie.depth();
+    if config.beam == 0 || trie.is_empty() || depth == 0 {
+        return Vec::new();
+    }
+    let mut beams = vec![Candidate { parent: 0, node: ROOT, code: 0, log_prob: 0.0 }];
+    let mut candidates = Vec::new();
+    // The codes chosen so far by each beam (`beams × level`), and the buffer for the next level's.
+    let mut ids = Vec::new();
+    let mut next_ids = Vec::new();
+    let mut parents = Vec::with_capacity(config.beam);
+    let mut codes = Vec::with_capacity(config.beam);
+    let mut log_probs = stepper.start();
+    for level in 0..depth {
+        expand(trie, &beams, &log_probs, excluded, &mut candidates);
+        keep_best(&mut candidates, config.beam);
+        next_ids.clear();
+        for c in &candidates {
+            next_ids.extend_from_slice(&ids[c.parent * level..][..level]);
+            next_ids.push(c.code);
+        }
+        std::mem::swap(&mut ids, &mut next_ids);
+        std::mem::swap(&mut beams, &mut candidates);
+        if level + 1 < depth {
+            parents.clear();
+            parents.extend(beams.iter().map(|b| b.parent));
+            codes.clear();
+            codes.extend(beams.iter().map(|b| b.code));
+            log_probs = stepper.step(&parents, &codes);
+        }
+    }
+    beams
+        .iter()
+        .zip(ids.chunks_exact(depth))
+        .map(|(b, id)| Hypothesis {
+            item: trie.item(b.node).expect("a full-length legal path ends at a leaf"),
+            log_prob: b.log_prob,
+            id: id.to_vec(),
+        })
+        .collect()
+}
+
+/// Fills `out` with every legal child of every beam, scored by the beam's log-prob plus the model's
+/// for the child's code. Excluded items are left out (only leaves name items).
+fn expand(
+    trie: &PrefixTrie,
+    beams: &[Candidate],
+    log_probs: &[f32],
+    excluded: &dyn Fn(ItemIdx) -> bool,
+    out: &mut Vec<Candidate>,
+) {
+    let vocab = log_probs.len() / beams.len();
+    assert_eq!(vocab * beams.len(), log_probs.len(), "the model must return one row of log-probabilities per beam");
+    out.clear();
+    for (parent, beam) in beams.iter().enumerate() {
+        let row = &log_probs[parent * vocab..][..vocab];
+        for (node, &code) in trie.children(beam.node).zip(trie.legal_codes(beam.node)) {
+            if !trie.item(node).is_some_and(excluded) {
+                out.push(Candidate { parent, node, code, log_prob: beam.log_prob + row[code as usize] });
+            }
+        }
+    }
+}
+
+/// Keeps the `beam` best candidates, best first, selecting before sorting so only `beam` are sorted.
+fn keep_best(candidates: &mut Vec<Candidate>, beam: usize) {
+    let by_rank = |a: &Candidate, b: &Candidate| descending(a.log_prob, b.log_prob).then(a.node.cmp(&b.node));
+    if candidates.len() > beam {
+        candidates.select_nth_unstable_by(beam, by_rank);
+        candidates.truncate(beam);
+    }
+    // Breadth-first numbering makes node order the lexicographic order of the paths.
+    candidates.sort_unstable_by(by_rank);
+}
+
+/// Orders log-probabilities best first and NaN last: a total order, so a broken model output can
+/// neither panic the selection nor win it.
+fn descending(a: f32, b: f32) -> Ordering {
+    a.is_nan().cmp(&b.is_nan()).then_with(|| b.partial_cmp(&a).unwrap_or(Ordering::Equal))
+}
+
+/// The reference for tests: scores every legal ID by walking the whole trie, `log_probs(prefix)`
+/// giving the next code's log-probabilities after `prefix`, and ranks them as [`beam_search`] does.
+#[cfg(test)]
+pub fn exhaustive_search(
+    log_probs: &dyn Fn(&[Code]) -> Vec<f32>,
+    trie: &PrefixTrie,
+    excluded: &dyn Fn(ItemIdx) -> bool,
+) -> Vec<Hypothesis> {
+    let mut found = Vec::new();
+    let mut stack = vec![(ROOT, Vec::new(), 0.0f32)];
+    while let Some((node, id, log_prob)) = stack.pop() {
+        match trie.item(node) {
+            Some(item) if !excluded(item) => found.push(Hypothesis { item, log_prob, id }),
+            Some(_) => {}
+            None => {
+                let row = log_probs(&id);
+                for (child, &code) in trie.children(node).zip(trie.legal_codes(node)) {
+                    let mut longer = id.clone();
+                    longer.push(code);
+                    stack.push((child, longer, log_prob + row[code as usize]));
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| descending(a.log_prob, b.log_prob).then_with(|| a.id.cmp(&b.id)));
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use rand_distr::{Distribution, StandardNormal};
+
+    use super::*;
+
+    /// A model as a pure function of the prefix: log-probabilities of the next code.
+    type Model<'a> = &'a dyn Fn(&[Code]) -> Vec<f32>;
+
+    /// Serves a prefix model through the stateful interface. It tracks each beam's prefix from
+    /// `parents` and `codes` as a KV-cached model would, so wrong bookkeeping gives wrong scores.
+    struct FakeStepper<'a> {
+        model: Model<'a>,
+        prefixes: Vec<Vec<Code>>,
+        starts: usize,
+        /// Rows of each `step` call.
+        step_rows: Vec<usize>,
+    }
+
+    impl<'a> FakeStepper<'a> {
+        fn new(model: Model<'a>) -> Self {
+            FakeStepper { model, prefixes: Vec::new(), starts: 0, step_rows: Vec::new() }
+        }
+    }
+
+    impl CodeStepper for FakeStepper<'_> {
+        fn start(&mut self) -> Vec<f32> {
+            self.starts += 1;
+            self.prefixes = vec![Vec::new()];
+            (self.model)(&[])
+        }
+
+        fn step(&mut self, parents: &[usize], codes: &[Code]) -> Vec<f32> {
+            assert_eq!(parents.len(), codes.len());
+            self.step_rows.push(parents.len());
+            self.prefixes = parents.iter().zip(codes).map(|(&p, &c)| [&self.prefixes[p][..], &[c]].concat()).collect();
+            self.prefixes.iter().flat_map(|p| (self.model)(p)).collect()
+        }
+    }
+
+    /// Beam search through a [`FakeStepper`], checking it started once and stepped once per further
+    /// position with at most `beam` rows.
+    fn search(model: Model, trie: &PrefixTrie, beam: usize, excluded: &dyn Fn(ItemIdx) -> bool) -> Vec<Hypothesis> {
+        let mut stepper = FakeStepper::new(model);
+        let found = beam_search(&mut stepper, trie, &BeamConfig { beam }, excluded);
+        assert_eq!(stepper.starts, 1);
+        assert_eq!(stepper.step_rows.len(), trie.depth() - 1);
+        assert!(stepper.step_rows.iter().all(|&rows| (1..=beam).contains(&rows)), "{:?}", stepper.step_rows);
+        found
+    }
+
+    fn nothing(_: ItemIdx) -> bool {
+        false
+    }
+
+    /// A deterministic model: log-softmax of Gaussian logits seeded by `seed` and the prefix, over
+    /// `vocab[prefix.len()]` codes. Along `favourite`'s path its next code gets nearly all the mass.
+    fn random_model(seed: u64, vocab: Vec<usize>, favourite: Option<Vec<Code>>) -> impl Fn(&[Code]) -> Vec<f32> {
+        move |prefix| {
+            let key = prefix.iter().fold(seed, |h, &c| (h ^ (c as u64 + 1)).wrapping_mul(0x0100_0000_01b3));
+            let mut rng = ChaCha8Rng::seed_from_u64(key);
+            let mut logits: Vec<f32> = (0..vocab[prefix.len()])
+                .map(|_| 2.0 * Distribution::<f32>::sample(&StandardNormal, &mut rng))
+                .collect();
+            if let Some(f) = &favourite
+                && f.starts_with(prefix)
+            {
+                logits[f[prefix.len()] as usize] += 40.0;
+            }
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let log_sum = logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln() + max;
+            logits.iter_mut().for_each(|l| *l -= log_sum);
+            logits
+        }
+    }
+
+    /// A random catalogue: distinct IDs of length 3–4 over 2–5 codes per level, in random item order.
+    struct Case {
+        ids: Vec<Vec<Code>>,
+        vocab: Vec<usize>,
+        trie: PrefixTrie,
+    }
+
+    fn random_case(rng: &mut ChaCha8Rng) -> Case {
+        let vocab: Vec<usize> = (0..rng.random_range(3..=4)).map(|_| rng.random_range(2..=5)).collect();
+        let mut seen = HashSet::new();
+        let ids: Vec<Vec<Code>> = (0..rng.random_range(1..=60))
+            .map(|_| vocab.iter().map(|&v| rng.random_range(0..v) as Code).collect())
+            .filter(|id: &Vec<Code>| seen.insert(id.clone()))
+            .collect();
+        let refs: Vec<&[Code]> = ids.iter().map(Vec::as_slice).collect();
+        let trie = PrefixTrie::build(&refs, vocab.len()).unwrap();
+        Case { ids, vocab, trie }
+    }
+
+    fn assert_close(a: f32, b: f32) {
+        assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
+    }
+
+    /// Every hypothesis is a real item with its own ID and `reference`'s exact path log-prob; items
+    /// are distinct and ranked best first.
+    fn assert_legal_and_exact(found: &[Hypothesis], reference: &[Hypothesis], trie: &PrefixTrie) {
+        let exact: HashMap<ItemIdx, f32> = reference.iter().map(|h| (h.item, h.log_prob)).collect();
+        for h in found {
+            assert_eq!(trie.find(&h.id), Some(h.item), "{h:?}");
+            assert_close(h.log_prob, exact[&h.item]);
+        }
+        assert_eq!(found.iter().map(|h| h.item).collect::<HashSet<_>>().len(), found.len());
+        assert!(found.windows(2).all(|w| descending(w[0].log_prob, w[1].log_prob).is_le()), "{found:?}");
+    }
+
+    #[test]
+    fn a_beam_as_wide_as_the_catalogue_gives_the_exhaustive_ranking() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for seed in 0..40 {
+            let case = random_case(&mut rng);
+            let model = random_model(seed, case.vocab.clone(), None);
+            let reference = exhaustive_search(&model, &case.trie, &nothing);
+            let found = search(&model, &case.trie, case.trie.len() + rng.random_range(0..3), &nothing);
+            assert_eq!(found.len(), reference.len());
+            for (f, r) in found.iter().zip(&reference) {
+                assert_eq!((f.item, &f.id), (r.item, &r.id));
+                assert_close(f.log_prob, r.log_prob);
+            }
+        }
+    }
+
+    #[test]
+    fn a_narrow_beam_finds_a_greedy_reachable_best_item() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for seed in 0..40 {
+            let case = random_case(&mut rng);
+            let best = rng.random_range(0..case.ids.len());
+            let model = random_model(seed, case.vocab.clone(), Some(case.ids[best].clone()));
+            let reference = exhaustive_search(&model, &case.trie, &nothing);
+            assert_eq!(reference[0].item, best as ItemIdx);
+            for beam in 1..=3 {
+                let found = search(&model, &case.trie, beam, &nothing);
+                assert_eq!(found[0].item, best as ItemIdx);
+                assert_legal_and_exact(&found, &reference, &case.trie);
+            }
+        }
+    }
+
+    #[test]
+    fn a_narrow_beam_returns_legal_distinct_items_with_their_exact_log_probs() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for seed in 0..40 {
+            let case = random_case(&mut rng);
+            let model = random_model(seed, case.vocab.clone(), None);
+            let reference = exhaustive_search(&model, &case.trie, &nothing);
+            let beam = rng.random_range(1..=case.trie.len());
+            let found = search(&model, &case.trie, beam, &nothing);
+            assert_eq!(found.len(), beam);
+            assert_legal_and_exact(&found, &reference, &case.trie);
+        }
+    }
+
+    #[test]
+    fn a_model_that_prefers_illegal_codes_still_yields_only_legal_items() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for _ in 0..20 {
+            let case = random_case(&mut rng);
+            let trie = &case.trie;
+            // All mass on illegal codes; legal ones get -inf, NaN or a vanishing log-prob.
+            let model = |prefix: &[Code]| {
+                let node = prefix.iter().try_fold(ROOT, |node, &c| trie.child(node, c)).unwrap();
+                let legal = trie.legal_codes(node);
+                let junk = [f32::NEG_INFINITY, f32::NAN, -1e30];
+                (0..case.vocab[prefix.len()] as Code)
+                    .map(|c| if legal.contains(&c) { junk[c as usize % junk.len()] } else { 0.0 })
+                    .collect()
+            };
+            for beam in [1, 2, 5, trie.len()] {
+                let found = search(&model, trie, beam, &nothing);
+                assert_eq!(found.len(), beam.min(trie.len()));
+                assert!(found.iter().all(|h| trie.find(&h.id) == Some(h.item)), "{found:?}");
+                assert_eq!(found.iter().map(|h| h.item).collect::<HashSet<_>>().len(), found.len());
+            }
+        }
+    }
+
+    #[test]
+    fn nan_ranks_last_and_negative_infinity_just_above_it() {
+        let ids: [&[Code]; 4] = [&[0, 0], &[0, 1], &[1, 0], &[1, 1]];
+        let trie = PrefixTrie::build(&ids, 2).unwrap();
+        let model = |prefix: &[Code]| match prefix {
+            [] => vec![0.5f32.ln(); 2],
+            [0] => vec![f32::NAN, f32::NEG_INFINITY],
+            _ => vec![-1.0, -2.0],
+        };
+        let items = |found: Vec<Hypothesis>| found.iter().map(|h| h.item).collect::<Vec<_>>();
+        assert_eq!(items(search(&model, &trie, 4, &nothing)), [2, 3, 1, 0]);
+        assert_eq!(items(exhaustive_search(&model, &trie, &nothing)), [2, 3, 1, 0]);
+        assert_eq!(items(search(&model, &trie, 2, &nothing)), [2, 3]);
+    }
+
+    #[test]
+    fn excluded_items_never_appear() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let every_third = |item: ItemIdx| item.is_multiple_of(3);
+        for seed in 0..40 {
+            let case = random_case(&mut rng);
+            let model = random_model(seed, case.vocab.clone(), None);
+            let reference = exhaustive_search(&model, &case.trie, &every_third);
+            let wide = search(&model, &case.trie, case.trie.len(), &every_third);
+            assert_eq!(wide, reference);
+            let narrow = search(&model, &case.trie, rng.random_range(1..=4), &every_third);
+            assert!(narrow.iter().all(|h| !every_third(h.item)), "{narrow:?}");
+            assert_legal_and_exact(&narrow, &reference, &case.trie);
+            assert!(search(&model, &case.trie, case.trie.len(), &|_| true).is_empty());
+        }
+    }
+
+    #[test]
+    fn the_model_is_stepped_once_per_further_level_with_at_most_beam_rows() {
+        let case = random_case(&mut ChaCha8Rng::seed_from_u64(6));
+        let model = random_model(6, case.vocab.clone(), None);
+        for beam in [1, 2, 3, 100] {
+            let mut stepper = FakeStepper::new(&model);
+            beam_search(&mut stepper, &case.trie, &BeamConfig { beam }, &nothing);
+            assert_eq!(stepper.starts, 1);
+            // Each step carries the kept prefixes: all of that length, or `beam` of them.
+            let expected: Vec<usize> = (1..case.vocab.len())
+                .map(|len| case.ids.iter().map(|id| &id[..len]).collect::<HashSet<_>>().len().min(beam))
+                .collect();
+            assert_eq!(stepper.step_rows, expected);
+        }
+        let mut stepper = FakeStepper::new(&model);
+        assert!(beam_search(&mut stepper, &case.trie, &BeamConfig { beam: 0 }, &nothing).is_empty());
+        assert_eq!((stepper.starts, stepper.step_rows.len()), (0, 0));
+    }
+}

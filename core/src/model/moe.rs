@@ -1,0 +1,152 @@
+//! Feed-forward layers: SwiGLU, and a mixture of SwiGLU experts with top-k routing and
+//! loss-free load balancing (a per-expert bias that steers selection, not the gate values).
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Tensor};
+
+/// `down(silu(gate(x)) ⊙ up(x))`.
+#[derive(Module, Debug)]
+pub struct SwiGlu {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl SwiGlu {
+    pub fn new(d_model: usize, d_ff: usize, device: &Device) -> Self {
+        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        SwiGlu { gate: linear(d_model, d_ff), up: linear(d_model, d_ff), down: linear(d_ff, d_model) }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.down.forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+    }
+}
+
+/// E SwiGLU experts; each token goes to the `top_k` experts its router scores highest (after the
+/// balancing bias), weighted by a softmax over those experts' unbiased scores. With one expert it
+/// is a plain dense SwiGLU.
+#[derive(Module, Debug)]
+pub struct MoeFfn {
+    experts: Vec<SwiGlu>,
+    router: Linear,
+    /// Added to router scores for selection only; trained by [`MoeFfn::rebalance`], not by gradients.
+    balance_bias: Param<Tensor<1>>,
+    top_k: usize,
+}
+
+/// How a batch was routed: each expert's share of token slots (sums to 1).
+pub type ExpertLoad = Vec<f32>;
+
+impl MoeFfn {
+    pub fn new(d_model: usize, d_ff: usize, experts: usize, top_k: usize, device: &Device) -> Self {
+        MoeFfn {
+            experts: (0..experts).map(|_| SwiGlu::new(d_model, d_ff, device)).collect(),
+            router: LinearConfig::new(d_model, experts).with_bias(false).init(device),
+            balance_bias: Param::from_tensor(Tensor::zeros([experts], device)).set_require_grad(false),
+            top_k: top_k.clamp(1, experts),
+        }
+    }
+
+    /// `x`: `[batch, seq, d_model]`. Returns the output and each expert's share of the routing.
+    pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, ExpertLoad) {
+        let n = self.experts.len();
+        if n == 1 {
+            return (self.experts[0].forward(x), vec![1.0]);
+        }
+        let [b, t, _] = x.dims();
+        let scores = self.router.forward(x.clone());
+        let biased = scores.clone().detach() + self.balance_bias.val().reshape([1, 1, n]);
+        let kth = biased.clone().topk(self.top_k, 2).narrow(2, self.top_k - 1, 1);
+        let chosen = biased.greater_equal(kth);
+        let gates = softmax(scores.mask_fill(chosen.clone().bool_not(), -1e9), 2);
+        let load: Vec<f32> =
+            chosen.float().sum_dim(0).sum_dim(1).reshape([n]).into_data().try_to_vec::<f32>().expect("f32 load");
+        let total: f32 = load.iter().sum::<f32>().max(1.0);
+        let mut out = Tensor::zeros([b, t, x.dims()[2]], &x.device());
+        for (e, expert) in self.experts.iter().enumerate() {
+            out = out + expert.forward(x.clone()) * gates.clone().narrow(2, e, 1);
+        }
+        (out, load.iter().map(|l| l / total).collect())
+    }
+
+    /// Loss-free balancing (DeepSeek-V3): nudge each expert's bias up when it was under-used and
+    /// down when over-used, by `rate`.
+    pub fn rebalance(self, load: &[f32], rate: f32) -> Self {
+        let mean = 1.0 / load.len() as f32;
+        let delta: Vec<f32> =
+            load.iter().map(|&l| rate * (mean - l).signum() * ((mean - l).abs() > 1e-6) as u8 as f32).collect();
+        let MoeFfn { experts, router, balance_bias, top_k } = self;
+        let device = balance_bias.val().device();
+        let balance_bias = balance_bias.map(|b| b + Tensor::from_floats(delta.as_slice(), &device));
+        MoeFfn { experts, router, balance_bias, top_k }
+    }
+
+    pub fn experts(&self) -> usize {
+        self.experts.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn bias(moe: &MoeFfn) -> Vec<f32> {
+        moe.balance_bias.val().into_data().iter::<f32>().collect()
+    }
+
+    #[test]
+    fn tokens_go_to_top_k_experts_and_shares_are_reported() {
+        let device = Device::flex();
+        device.seed(3);
+        let moe = MoeFfn::new(8, 16, 4, 2, &device);
+        let x = Tensor::<3>::random([3, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+        let (y, load) = moe.forward(x.clone());
+        assert_eq!(y.dims(), [3, 5, 8]);
+        assert_eq!(load.len(), 4);
+        assert!((load.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{load:?}");
+        // Reference for one token: the two best-scoring experts, softmax-weighted.
+        let token = x.clone().narrow(0, 0, 1).narrow(1, 0, 1);
+        let scores: Vec<f32> = moe.router.forward(token.clone()).into_data().iter::<f32>().collect();
+        let mut order: Vec<usize> = (0..4).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let (a, b) = (order[0], order[1]);
+        let z = (scores[a].exp() + scores[b].exp()) as f64;
+        let mut want = Tensor::<3>::zeros([1, 1, 8], &device);
+        for (e, s) in [(a, scores[a]), (b, scores[b])] {
+            want = want + moe.experts[e].forward(token.clone()) * ((s.exp() as f64 / z) as f32);
+        }
+        let got = y.narrow(0, 0, 1).narrow(1, 0, 1);
+        assert!((got - want).abs().max().into_scalar::<f32>() < 1e-5);
+    }
+
+    #[test]
+    fn balancing_bias_moves_against_the_load_and_steers_selection() {
+        let device = Device::flex();
+        let moe = MoeFfn::new(8, 16, 4, 1, &device);
+        let moe = moe.rebalance(&[0.7, 0.1, 0.1, 0.1], 0.5);
+        assert_eq!(bias(&moe), vec![-0.5, 0.5, 0.5, 0.5]);
+        // A large enough bias wins every token for its expert, whatever the router says.
+        let moe = moe.rebalance(&[0.0, 0.0, 1.0, 0.0], 0.0);
+        let favoured = MoeFfn {
+            balance_bias: moe.balance_bias.map(|_| Tensor::from_floats([0.0, 0.0, 100.0, 0.0], &device)),
+            ..moe
+        };
+        let x = Tensor::<3>::random([2, 6, 8], Distribution::Normal(0.0, 1.0), &device);
+        let (_, load) = favoured.forward(x);
+        assert_eq!(load, vec![0.0, 0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn one_expert_is_a_dense_swiglu() {
+        let device = Device::flex();
+        let moe = MoeFfn::new(8, 16, 1, 1, &device);
+        let x = Tensor::<3>::random([2, 3, 8], Distribution::Normal(0.0, 1.0), &device);
+        let (y, load) = moe.forward(x.clone());
+        assert_eq!(load, vec![1.0]);
+        assert!((y - moe.experts[0].forward(x)).abs().max().into_scalar::<f32>() < 1e-6);
+    }
+}

@@ -1,0 +1,40 @@
+//! Small data sets with a known answer, shared by the tests of the model, training and decoding.
+
+use crate::data::{Dataset, DatasetBuilder, Feedback, Item, Origin};
+use crate::embed::{self, EmbeddingConfig};
+use crate::tokenizer::{self, RqConfig, Tokenizer};
+
+/// Users walk the catalogue in order: after item `i` always comes item `i + 1` (mod `items`),
+/// so the next item is fully determined by the last one.
+pub(crate) fn cyclic_dataset(items: usize, users: usize, len: usize) -> Dataset {
+    let mut b = DatasetBuilder::new();
+    let origin = Origin::new("cyclic", 1);
+    for i in 0..items {
+        let item = Item { id: format!("i{i}"), title: format!("item {i}"), tags: vec![format!("g{}", i / 4)] };
+        b.add_item(item, &origin).expect("distinct ids");
+    }
+    for u in 0..users {
+        for t in 0..len {
+            let item = (u * 7 + t) % items;
+            b.add_event(&format!("u{u}"), &format!("i{item}"), t as i64, Feedback::Rating(5.0), &origin);
+        }
+    }
+    b.finish("cyclic").expect("events")
+}
+
+/// A small tokenizer over the data set's items.
+pub(crate) fn tokenizer_for(dataset: &Dataset, levels: usize, codes: usize) -> Tokenizer {
+    let config = EmbeddingConfig { dim: 8, collab_dims: 4, ..EmbeddingConfig::default() };
+    let embeddings = embed::item_embeddings(dataset, &config).expect("embeddings");
+    let rq = RqConfig { levels, codes, max_iters: 10, seed: 3 };
+    let (codebooks, semantic_ids, report) = tokenizer::fit(&embeddings.data, embeddings.dim, &rq).expect("fit");
+    Tokenizer {
+        dataset: dataset.name.clone(),
+        item_ids: dataset.items.iter().map(|i| i.id.clone()).collect(),
+        embeddings,
+        config: rq,
+        codebooks,
+        semantic_ids,
+        report,
+    }
+}

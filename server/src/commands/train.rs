@@ -1,0 +1,152 @@
+//! `onerec train`: next-token training of the generative model, saved as a snapshot.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use onerec_core::device::{self, DeviceChoice};
+use onerec_core::model::{ModelConfig, Preset};
+use onerec_core::snapshot::Snapshot;
+use onerec_core::tokenizer::Tokenizer;
+use onerec_core::train::{self, Checkpointing, Progress, TrainConfig, TrainReport};
+use serde::Serialize;
+
+use super::{DataArgs, print_report};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The tokenizer written by `onerec tokenize` for this data set.
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// Model size: tiny, small or base.
+    #[arg(long, default_value = "small")]
+    pub preset: Preset,
+    /// Where to write the snapshot.
+    #[arg(long, default_value = "model.snap")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = TrainConfig::default().learning_rate)]
+    pub lr: f64,
+    /// Epochs without a better validation NDCG@10 before stopping early.
+    #[arg(long, default_value_t = TrainConfig::default().patience)]
+    pub patience: usize,
+    /// Beam width of the validation decoding.
+    #[arg(long, default_value_t = TrainConfig::default().valid_beam)]
+    pub beam: usize,
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    pub seed: u64,
+    /// auto, cpu or gpu.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Checkpoint written after every epoch (default: the snapshot path with `.ckpt`).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue from the checkpoint instead of starting over.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    dataset: &'a str,
+    device: String,
+    parameters: usize,
+    seconds: f64,
+    output: &'a PathBuf,
+    training: &'a TrainReport,
+}
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "trained on {} with {} parameters, {:.1} s on {}",
+            self.dataset, self.parameters, self.seconds, self.device
+        )?;
+        for e in &self.training.epochs {
+            writeln!(
+                f,
+                "epoch {:>3}: loss {:.4}  valid ndcg@10 {:.4} recall@10 {:.4}  {:.0} samples/s",
+                e.epoch, e.train_loss, e.valid_ndcg_at_10, e.valid_recall_at_10, e.samples_per_second
+            )?;
+        }
+        if let Some(best) = self.training.best() {
+            for (layer, share) in best.expert_share.iter().enumerate() {
+                let shares: Vec<String> = share.iter().map(|s| format!("{:.3}", s)).collect();
+                writeln!(f, "decoder layer {} expert share: {}", layer + 1, shares.join(" "))?;
+            }
+        }
+        write!(f, "kept epoch {}; wrote {}", self.training.best_epoch, self.output.display())
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let dataset = args.data.load()?;
+    let tokenizer = Tokenizer::load(&args.tokenizer)?;
+    let (device, description) = device::select(args.device)?;
+    eprintln!("device: {description}");
+    let ids = &tokenizer.semantic_ids;
+    let model_config = ModelConfig::preset(
+        args.preset,
+        tokenizer.item_ids.len(),
+        ids.level_sizes.clone(),
+        tokenizer.config.levels,
+        tokenizer.embeddings.dim,
+    );
+    let config = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.lr,
+        patience: args.patience,
+        valid_beam: args.beam,
+        seed: args.seed,
+        ..TrainConfig::default()
+    };
+    let checkpoint = args.checkpoint.clone().unwrap_or_else(|| args.out.with_extension("ckpt"));
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}").expect("valid template"),
+    );
+    let started = Instant::now();
+    let (model, report) = train::train(
+        &dataset,
+        &tokenizer,
+        &model_config,
+        &config,
+        &device,
+        Some(Checkpointing { path: &checkpoint, resume: args.resume }),
+        &mut |progress| match progress {
+            Progress::Step { epoch, step, steps, loss, samples_per_second } => {
+                bar.set_length(steps as u64);
+                bar.set_prefix(epoch.to_string());
+                bar.set_position(step as u64);
+                bar.set_message(format!("loss {loss:.4} {samples_per_second:.0} samples/s"));
+            }
+            Progress::Epoch(e) => bar.println(format!(
+                "epoch {}: loss {:.4} valid ndcg@10 {:.4} recall@10 {:.4} ({:.0} samples/s, {:.1} s)",
+                e.epoch, e.train_loss, e.valid_ndcg_at_10, e.valid_recall_at_10, e.samples_per_second, e.seconds
+            )),
+        },
+    )?;
+    bar.finish_and_clear();
+    let parameters = report.parameters;
+    Snapshot::new(model, model_config, tokenizer, report.clone())?.save(&args.out)?;
+    let report = Report {
+        dataset: &dataset.name,
+        device: description,
+        parameters,
+        seconds: started.elapsed().as_secs_f64(),
+        output: &args.out,
+        training: &report,
+    };
+    print_report(&report, args.json)
+}
