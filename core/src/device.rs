@@ -25,28 +25,34 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
-/// Resolves the choice to a device and a line describing it for the log.
+/// Resolves the choice to a device and a line describing it for the log. `auto` takes only a
+/// hardware GPU: a software rasteriser (such as Mesa's lavapipe) is slower than Flex on the CPU.
 pub fn select(choice: DeviceChoice) -> Result<(Device, String)> {
     let cpu = || (Device::flex(), format!("cpu (burn Flex, {} threads)", rayon::current_num_threads()));
-    match (choice, gpu()) {
-        (DeviceChoice::Cpu, _) | (DeviceChoice::Auto, None) => Ok(cpu()),
-        (DeviceChoice::Auto | DeviceChoice::Gpu, Some(gpu)) => Ok(gpu),
-        (DeviceChoice::Gpu, None) => Err(Error::Config(if cfg!(feature = "wgpu") {
-            "--device gpu: no GPU adapter found (install a Vulkan driver, or use --device cpu)".into()
-        } else {
-            "--device gpu: this build has no wgpu support; rebuild with --features wgpu".into()
-        })),
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu()),
+        DeviceChoice::Auto => Ok(gpu(false).unwrap_or_else(cpu)),
+        DeviceChoice::Gpu => gpu(true).ok_or_else(|| {
+            Error::Config(if cfg!(feature = "wgpu") {
+                "--device gpu: no GPU adapter found (install a Vulkan driver, or use --device cpu)".into()
+            } else {
+                "--device gpu: this build has no wgpu support; rebuild with --features wgpu".into()
+            })
+        }),
     }
 }
 
 /// The wgpu device and its adapter's description, when an adapter exists.
 #[cfg(feature = "wgpu")]
-fn gpu() -> Option<(Device, String)> {
-    let adapter = burn::tensor::wgpu::adapter_name()?;
-    Some((Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), format!("gpu (wgpu: {adapter})")))
+pub fn gpu(allow_software: bool) -> Option<(Device, String)> {
+    let (device, setup) = Device::wgpu_options().init_with_setup().ok()?;
+    let info = setup.adapter.get_info();
+    let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
+    (allow_software || !software).then(|| (device, format!("gpu (wgpu: {} via {:?})", info.name, info.backend)))
 }
 
+/// Without the `wgpu` feature there is never a GPU.
 #[cfg(not(feature = "wgpu"))]
-fn gpu() -> Option<(Device, String)> {
+pub fn gpu(_allow_software: bool) -> Option<(Device, String)> {
     None
 }

@@ -31,7 +31,7 @@ pub mod tokenizer;
 #[cfg(feature = "model")]
 pub mod train;
 
-#[cfg(all(test, feature = "pipeline"))]
+#[cfg(all(test, feature = "model"))]
 mod test_fixtures;
 
 pub use error::{Error, Result};

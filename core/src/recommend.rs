@@ -99,15 +99,12 @@ impl CodeStepper for ModelStepper<'_> {
 mod tests {
     use super::*;
     use crate::decode::exhaustive_search;
-    use crate::model::Preset;
-    use crate::test_fixtures::{cyclic_dataset, tokenizer_for};
+    use crate::test_fixtures::tiny_setup;
 
     #[test]
     fn beam_search_on_the_model_matches_exhaustive_search_and_is_always_legal() {
-        let dataset = cyclic_dataset(24, 6, 30);
-        let tokenizer = tokenizer_for(&dataset, 2, 4);
+        let (dataset, tokenizer, config) = tiny_setup(24, 6, 30, 4);
         let ids = &tokenizer.semantic_ids;
-        let config = ModelConfig::preset(Preset::Tiny, 24, ids.level_sizes.clone(), 2, tokenizer.embeddings.dim);
         let device = Device::flex();
         device.seed(5);
         let model = config.init(&device);

@@ -103,15 +103,13 @@ pub fn check_catalogue(tokenizer: &Tokenizer, dataset: &Dataset) -> Result<()> {
 mod tests {
     use super::*;
     use crate::context::build_context;
-    use crate::model::{Batch, Preset};
-    use crate::test_fixtures::{cyclic_dataset, tokenizer_for};
+    use crate::model::Batch;
+    use crate::test_fixtures::{cyclic_dataset, tiny_setup};
 
     #[test]
     fn snapshot_round_trips_and_refuses_damage_and_foreign_data() {
-        let dataset = cyclic_dataset(24, 4, 12);
-        let tokenizer = tokenizer_for(&dataset, 2, 4);
+        let (dataset, tokenizer, config) = tiny_setup(24, 4, 12, 4);
         let ids = tokenizer.semantic_ids.clone();
-        let config = ModelConfig::preset(Preset::Tiny, 24, ids.level_sizes.clone(), 2, tokenizer.embeddings.dim);
         let device = Device::flex();
         let model = config.init(&device);
         let context = build_context(&dataset.users[0], dataset.user_events(0), &tokenizer, &config.context);

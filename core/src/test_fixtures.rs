@@ -38,3 +38,22 @@ pub(crate) fn tokenizer_for(dataset: &Dataset, levels: usize, codes: usize) -> T
         report,
     }
 }
+
+/// A cyclic data set, its tokenizer (2 levels of `codes`) and the `tiny` model configuration for it.
+pub(crate) fn tiny_setup(
+    items: usize,
+    users: usize,
+    len: usize,
+    codes: usize,
+) -> (Dataset, Tokenizer, crate::model::ModelConfig) {
+    let dataset = cyclic_dataset(items, users, len);
+    let tokenizer = tokenizer_for(&dataset, 2, codes);
+    let config = crate::model::ModelConfig::preset(
+        crate::model::Preset::Tiny,
+        items,
+        tokenizer.semantic_ids.level_sizes.clone(),
+        2,
+        tokenizer.embeddings.dim,
+    );
+    (dataset, tokenizer, config)
+}

@@ -2,6 +2,7 @@
 //! training sequence is a sample, AdamW with warm-up and cosine decay, gradient clipping, early
 //! stopping on validation NDCG@10, checkpoints that a run resumes from.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
@@ -60,6 +61,15 @@ impl Default for TrainConfig {
             balance_rate: 1e-3,
             seed: 42,
         }
+    }
+}
+
+impl TrainConfig {
+    /// Whether a checkpoint written under `self` can be continued under `other`: everything but
+    /// the stopping rules (`epochs`, `patience`) must match, so a run can be extended or cut short.
+    fn same_run_as(&self, other: &TrainConfig) -> bool {
+        let stopping_rules_aside = |c: &TrainConfig| TrainConfig { epochs: 0, patience: 0, ..c.clone() };
+        stopping_rules_aside(self) == stopping_rules_aside(other)
     }
 }
 
@@ -141,7 +151,8 @@ pub struct Checkpointing<'a> {
 }
 
 /// Trains a model from scratch, or from the checkpoint when resuming; returns the weights of the
-/// epoch with the best validation NDCG@10.
+/// epoch with the best validation NDCG@10. `on_progress` may stop the run after an epoch (the
+/// checkpoint is written first, so the run can be resumed).
 pub fn train(
     dataset: &Dataset,
     tokenizer: &Tokenizer,
@@ -149,7 +160,7 @@ pub fn train(
     config: &TrainConfig,
     device: &Device,
     checkpoint: Option<Checkpointing>,
-    on_progress: &mut dyn FnMut(Progress),
+    on_progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<(OneRec, TrainReport)> {
     check_catalogue(tokenizer, dataset)?;
     if config.batch_size == 0 || config.epochs == 0 {
@@ -171,7 +182,7 @@ pub fn train(
     let mut step = 0;
     if let Some(Checkpointing { path, resume: true }) = checkpoint {
         let saved: Checkpoint = codec::load(CHECKPOINT, path)?;
-        if &saved.model != model_config || saved.train != *config {
+        if &saved.model != model_config || !saved.train.same_run_as(config) {
             return Err(Error::corrupt(path, "the checkpoint was written with other model or training settings"));
         }
         model = from_bytes(model, &saved.weights)?;
@@ -214,7 +225,7 @@ pub fn train(
             loss_sum += loss_value;
             step += 1;
             let seen = ((i + 1) * config.batch_size).min(samples.len());
-            on_progress(Progress::Step {
+            let _ = on_progress(Progress::Step {
                 epoch,
                 step: i + 1,
                 steps: steps_per_epoch,
@@ -244,7 +255,7 @@ pub fn train(
             samples_per_second: samples.len() as f64 / train_seconds,
             expert_share: share_total,
         };
-        on_progress(Progress::Epoch(&epoch_report));
+        let flow = on_progress(Progress::Epoch(&epoch_report));
         let improved = report.best().is_none_or(|b| epoch_report.valid_ndcg_at_10 > b.valid_ndcg_at_10);
         report.epochs.push(epoch_report);
         if improved {
@@ -263,7 +274,7 @@ pub fn train(
             };
             codec::save(CHECKPOINT, &saved, path)?;
         }
-        if epoch - report.best_epoch >= config.patience {
+        if flow.is_break() || epoch - report.best_epoch >= config.patience {
             break;
         }
     }
@@ -297,16 +308,12 @@ mod tests {
 #[cfg(test)]
 mod learning_tests {
     use super::*;
-    use crate::model::Preset;
-    use crate::test_fixtures::{cyclic_dataset, tokenizer_for};
+    use crate::test_fixtures::tiny_setup;
 
     /// The next item is always the last item plus one: a model that trains at all must learn it.
     #[test]
     fn training_learns_a_deterministic_next_item_pattern() {
-        let dataset = cyclic_dataset(24, 24, 16);
-        let tokenizer = tokenizer_for(&dataset, 2, 4);
-        let ids = &tokenizer.semantic_ids;
-        let model_config = ModelConfig::preset(Preset::Tiny, 24, ids.level_sizes.clone(), 2, tokenizer.embeddings.dim);
+        let (dataset, tokenizer, model_config) = tiny_setup(24, 24, 16, 4);
         let config = TrainConfig {
             epochs: 40,
             batch_size: 32,
@@ -317,7 +324,9 @@ mod learning_tests {
             ..TrainConfig::default()
         };
         let device = Device::flex();
-        let (model, report) = train(&dataset, &tokenizer, &model_config, &config, &device, None, &mut |_| {}).unwrap();
+        let (model, report) =
+            train(&dataset, &tokenizer, &model_config, &config, &device, None, &mut |_| ControlFlow::Continue(()))
+                .unwrap();
         let first = report.epochs[0].train_loss;
         let best = report.best().unwrap();
         assert!(best.train_loss < first * 0.2, "loss {first} → {}", best.train_loss);
@@ -331,5 +340,50 @@ mod learning_tests {
             .count();
         assert!(correct >= 22, "next-item accuracy {correct}/24");
         assert!(best.valid_ndcg_at_10 > 0.9, "validation NDCG@10 {}", best.valid_ndcg_at_10);
+    }
+
+    /// A run stopped after an epoch and resumed from its checkpoint ends exactly where an
+    /// uninterrupted run with the same seed ends.
+    #[test]
+    fn resumed_training_equals_an_uninterrupted_run() {
+        let (dataset, tokenizer, model_config) = tiny_setup(12, 6, 10, 3);
+        let config = TrainConfig { epochs: 3, batch_size: 8, patience: 3, valid_beam: 5, ..TrainConfig::default() };
+        let device = Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        let run = |checkpoint: Option<Checkpointing>, stop_after: usize| {
+            let mut stop = |p: Progress| match p {
+                Progress::Epoch(e) if e.epoch == stop_after => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            };
+            train(&dataset, &tokenizer, &model_config, &config, &device, checkpoint, &mut stop).unwrap()
+        };
+        let (straight, straight_report) = run(None, 0);
+        let path = dir.path().join("run.ckpt");
+        let (_, stopped) = run(Some(Checkpointing { path: &path, resume: false }), 2);
+        assert_eq!(stopped.epochs.len(), 2);
+        let (resumed, resumed_report) = run(Some(Checkpointing { path: &path, resume: true }), 0);
+        assert_eq!(resumed_report.epochs.len(), 3);
+        let losses = |r: &TrainReport| r.epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>();
+        assert_eq!(losses(&resumed_report), losses(&straight_report));
+        // Same seed, same weights: both models encode a user identically.
+        let context = build_context(&dataset.users[0], dataset.user_events(0), &tokenizer, &model_config.context);
+        let batch = Batch::new(&[context], None, &tokenizer.semantic_ids, &model_config, &device);
+        let (a, b) = (resumed.encode(&batch).states, straight.encode(&batch).states);
+        assert_eq!(a.into_data(), b.into_data());
+
+        // Stopping rules may change on resume: asking for the 3 epochs already done just returns.
+        let (_, done) = run(Some(Checkpointing { path: &path, resume: true }), 0);
+        assert_eq!(done.epochs.len(), 3);
+        let other = TrainConfig { learning_rate: 0.1, ..config.clone() };
+        let refused = train(
+            &dataset,
+            &tokenizer,
+            &model_config,
+            &other,
+            &device,
+            Some(Checkpointing { path: &path, resume: true }),
+            &mut |_| ControlFlow::Continue(()),
+        );
+        assert!(refused.unwrap_err().to_string().contains("other model or training settings"));
     }
 }

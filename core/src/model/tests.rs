@@ -2,13 +2,10 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::*;
 use crate::context::build_context;
-use crate::test_fixtures::{cyclic_dataset, tokenizer_for};
+use crate::test_fixtures::tiny_setup;
 
 fn setup() -> (crate::data::Dataset, crate::tokenizer::Tokenizer, ModelConfig, Device) {
-    let dataset = cyclic_dataset(24, 6, 30);
-    let tokenizer = tokenizer_for(&dataset, 2, 4);
-    let ids = &tokenizer.semantic_ids;
-    let config = ModelConfig::preset(Preset::Tiny, 24, ids.level_sizes.clone(), 2, tokenizer.embeddings.dim);
+    let (dataset, tokenizer, config) = tiny_setup(24, 6, 30, 4);
     let device = Device::flex();
     device.seed(1);
     (dataset, tokenizer, config, device)

@@ -1,6 +1,7 @@
 //! `onerec train`: next-token training of the generative model, saved as a snapshot.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -48,7 +49,7 @@ pub struct TrainArgs {
     /// Checkpoint written after every epoch (default: the snapshot path with `.ckpt`).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// Continue from the checkpoint instead of starting over.
+    /// Continue from the checkpoint instead of starting over (--epochs and --patience may change).
     #[arg(long)]
     pub resume: bool,
     /// Print the report as one JSON object.
@@ -130,11 +131,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 bar.set_prefix(epoch.to_string());
                 bar.set_position(step as u64);
                 bar.set_message(format!("loss {loss:.4} {samples_per_second:.0} samples/s"));
+                ControlFlow::Continue(())
             }
-            Progress::Epoch(e) => bar.println(format!(
-                "epoch {}: loss {:.4} valid ndcg@10 {:.4} recall@10 {:.4} ({:.0} samples/s, {:.1} s)",
-                e.epoch, e.train_loss, e.valid_ndcg_at_10, e.valid_recall_at_10, e.samples_per_second, e.seconds
-            )),
+            Progress::Epoch(e) => {
+                let line = format!(
+                    "epoch {}: loss {:.4} valid ndcg@10 {:.4} recall@10 {:.4} ({:.0} samples/s, {:.1} s)",
+                    e.epoch, e.train_loss, e.valid_ndcg_at_10, e.valid_recall_at_10, e.samples_per_second, e.seconds
+                );
+                // A hidden bar (stderr is not a terminal) drops println; logs still want the line.
+                if bar.is_hidden() {
+                    eprintln!("{line}")
+                } else {
+                    bar.println(line)
+                }
+                ControlFlow::Continue(())
+            }
         },
     )?;
     bar.finish_and_clear();
