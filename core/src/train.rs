@@ -163,6 +163,16 @@ pub fn train(
     on_progress: &mut dyn FnMut(Progress) -> ControlFlow<()>,
 ) -> Result<(OneRec, TrainReport)> {
     check_catalogue(tokenizer, dataset)?;
+    model_config.context.validate()?;
+    if model_config.items != dataset.n_items() || model_config.level_sizes != tokenizer.semantic_ids.level_sizes {
+        return Err(Error::Config(format!(
+            "the model is sized for {} items with codes {:?}, the tokenizer has {} items with codes {:?}",
+            model_config.items,
+            model_config.level_sizes,
+            dataset.n_items(),
+            tokenizer.semantic_ids.level_sizes
+        )));
+    }
     if config.batch_size == 0 || config.epochs == 0 {
         return Err(Error::Config("batch size and epochs must be positive".into()));
     }
@@ -234,18 +244,10 @@ pub fn train(
             });
         }
         let train_seconds = started.elapsed().as_secs_f64();
-        let inference = model.valid();
-        let recommender = Recommender { model: &inference, config: model_config, tokenizer, device: &device.clone() };
+        let recommender = Recommender { model: &model.valid(), config: model_config, tokenizer, device };
         let valid = eval::evaluate(dataset, Stage::Valid, |u, input| {
             recommender.scores(&dataset.users[u as usize], input, config.valid_beam)
         });
-        let share_total: Vec<Vec<f32>> = share
-            .iter()
-            .map(|layer| {
-                let sum: f32 = layer.iter().sum::<f32>().max(f32::MIN_POSITIVE);
-                layer.iter().map(|x| x / sum).collect()
-            })
-            .collect();
         let epoch_report = EpochReport {
             epoch,
             train_loss: loss_sum / steps_per_epoch as f64,
@@ -253,7 +255,7 @@ pub fn train(
             valid_recall_at_10: valid.get("recall@10"),
             seconds: started.elapsed().as_secs_f64(),
             samples_per_second: samples.len() as f64 / train_seconds,
-            expert_share: share_total,
+            expert_share: share.iter().map(|layer| normalised(layer)).collect(),
         };
         let flow = on_progress(Progress::Epoch(&epoch_report));
         let improved = report.best().is_none_or(|b| epoch_report.valid_ndcg_at_10 > b.valid_ndcg_at_10);
@@ -280,6 +282,12 @@ pub fn train(
     }
     let best_model = from_bytes(model_config.init(device), &best)?;
     Ok((best_model, report))
+}
+
+/// Shares that sum to one.
+fn normalised(counts: &[f32]) -> Vec<f32> {
+    let sum: f32 = counts.iter().sum::<f32>().max(f32::MIN_POSITIVE);
+    counts.iter().map(|x| x / sum).collect()
 }
 
 fn accumulate(total: &mut Vec<Vec<f32>>, loads: &[Vec<f32>]) {

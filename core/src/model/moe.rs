@@ -76,16 +76,17 @@ impl MoeFfn {
     /// down when over-used, by `rate`.
     pub fn rebalance(self, load: &[f32], rate: f32) -> Self {
         let mean = 1.0 / load.len() as f32;
-        let delta: Vec<f32> =
-            load.iter().map(|&l| rate * (mean - l).signum() * ((mean - l).abs() > 1e-6) as u8 as f32).collect();
+        let delta: Vec<f32> = load
+            .iter()
+            .map(|&l| {
+                let gap = mean - l;
+                if gap.abs() > 1e-6 { rate * gap.signum() } else { 0.0 }
+            })
+            .collect();
         let MoeFfn { experts, router, balance_bias, top_k } = self;
         let device = balance_bias.val().device();
         let balance_bias = balance_bias.map(|b| b + Tensor::from_floats(delta.as_slice(), &device));
         MoeFfn { experts, router, balance_bias, top_k }
-    }
-
-    pub fn experts(&self) -> usize {
-        self.experts.len()
     }
 }
 

@@ -113,6 +113,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..TrainConfig::default()
     };
+    eprintln!("model: {:?} preset, {} parameters", args.preset, model_config.parameter_count());
     let checkpoint = args.checkpoint.clone().unwrap_or_else(|| args.out.with_extension("ckpt"));
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}").expect("valid template"),
