@@ -23,25 +23,18 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("temporary paths are UTF-8")
 }
 
-#[test]
-fn synth_stats_tokenize_pipeline() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("synth");
-    let out = onerec(&["data", "synth", "--items", "600", "--users", "150", "--topics", "8", "--out", path(&data)]);
+/// Writes a synthetic data set and tokenizes it with small codebooks; returns the tokenize report.
+fn synth_and_tokenize(data: &Path, tokenizer: &Path, synth: &[&str]) -> Value {
+    let mut args = vec!["data", "synth", "--out", path(data)];
+    args.extend_from_slice(synth);
+    let out = onerec(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-
-    let stats = onerec_json(&["data", "stats", "--data", path(&data), "--json"]);
-    assert_eq!(stats["users"], 150);
-    assert_eq!(stats["items"], 600);
-    assert!(stats["events"].as_u64().unwrap() >= 150 * 5);
-
-    let tok_path = dir.path().join("tok.bin");
-    let report = onerec_json(&[
+    onerec_json(&[
         "tokenize",
         "--data",
-        path(&data),
+        path(data),
         "--out",
-        path(&tok_path),
+        path(tokenizer),
         "--codes",
         "8",
         "--dim",
@@ -49,7 +42,21 @@ fn synth_stats_tokenize_pipeline() {
         "--collab-dims",
         "16",
         "--json",
-    ]);
+    ])
+}
+
+#[test]
+fn synth_stats_tokenize_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("synth");
+    let tok_path = dir.path().join("tok.bin");
+    let report = synth_and_tokenize(&data, &tok_path, &["--items", "600", "--users", "150", "--topics", "8"]);
+
+    let stats = onerec_json(&["data", "stats", "--data", path(&data), "--json"]);
+    assert_eq!(stats["users"], 150);
+    assert_eq!(stats["items"], 600);
+    assert!(stats["events"].as_u64().unwrap() >= 150 * 5);
+
     let levels = report["tokenizer"]["levels"].as_array().unwrap();
     assert_eq!(levels.len(), 3);
     for level in levels {
@@ -143,22 +150,7 @@ fn tiny_model_trains_and_beats_popularity() {
     let data = dir.path().join("synth");
     let tok = dir.path().join("tok.bin");
     let snap = dir.path().join("model.snap");
-    let out = onerec(&["data", "synth", "--items", "300", "--users", "200", "--topics", "6", "--out", path(&data)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    onerec_json(&[
-        "tokenize",
-        "--data",
-        path(&data),
-        "--out",
-        path(&tok),
-        "--codes",
-        "8",
-        "--dim",
-        "32",
-        "--collab-dims",
-        "16",
-        "--json",
-    ]);
+    synth_and_tokenize(&data, &tok, &["--items", "300", "--users", "200", "--topics", "6"]);
     let trained = onerec_json(&[
         "train",
         "--data",
