@@ -3,6 +3,7 @@
 //! Without the default `pipeline` feature only the portable parts build, so that the browser
 //! can compile them to WebAssembly.
 
+pub mod api;
 pub mod codec;
 #[cfg(feature = "model")]
 pub mod device;
