@@ -8,6 +8,7 @@ pub mod codec;
 #[cfg(feature = "model")]
 pub mod device;
 pub mod error;
+pub mod rescore;
 
 #[cfg(feature = "pipeline")]
 pub mod context;
