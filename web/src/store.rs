@@ -1,0 +1,93 @@
+//! What the browser keeps between visits, in localStorage: the chosen user, and per user the local
+//! preference state, the last candidate pool, the items already reacted to, and the queue of
+//! events not yet acknowledged by the server. Nothing here is sent anywhere except the queue.
+
+use onerec_core::api::{FeedItem, NewEvent};
+use onerec_core::rescore::LocalPreferences;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use web_sys::Storage;
+
+fn storage() -> Option<Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+fn load<T: DeserializeOwned>(key: &str) -> Option<T> {
+    let text = storage()?.get_item(key).ok().flatten()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn save<T: Serialize>(key: &str, value: &T) {
+    if let (Some(storage), Ok(text)) = (storage(), serde_json::to_string(value)) {
+        // A full quota loses only this write; the app keeps working from memory.
+        let _ = storage.set_item(key, &text);
+    }
+}
+
+const USER: &str = "onerec.user";
+const QUEUE: &str = "onerec.queue";
+
+/// The user key for per-user entries; the anonymous feed has its own.
+fn user_key(kind: &str, user: Option<&str>) -> String {
+    format!("onerec.{kind}.{}", user.unwrap_or("~anonymous"))
+}
+
+pub fn load_user() -> Option<String> {
+    load(USER)
+}
+
+pub fn save_user(user: Option<&str>) {
+    save(USER, &user)
+}
+
+pub fn load_prefs(user: Option<&str>) -> LocalPreferences {
+    load(&user_key("prefs", user)).unwrap_or_default()
+}
+
+pub fn save_prefs(user: Option<&str>, prefs: &LocalPreferences) {
+    save(&user_key("prefs", user), prefs)
+}
+
+pub fn load_pool(user: Option<&str>) -> Vec<FeedItem> {
+    load(&user_key("pool", user)).unwrap_or_default()
+}
+
+pub fn save_pool(user: Option<&str>, pool: &[FeedItem]) {
+    save(&user_key("pool", user), &pool)
+}
+
+pub fn load_consumed(user: Option<&str>) -> Vec<String> {
+    load(&user_key("consumed", user)).unwrap_or_default()
+}
+
+pub fn save_consumed(user: Option<&str>, consumed: &[String]) {
+    save(&user_key("consumed", user), &consumed)
+}
+
+/// Events waiting for the server, oldest first.
+pub fn load_queue() -> Vec<NewEvent> {
+    load(QUEUE).unwrap_or_default()
+}
+
+pub fn save_queue(queue: &[NewEvent]) {
+    save(QUEUE, &queue)
+}
+
+/// A fresh client event id: 128 random bits from the browser's CSPRNG, in hex. The server stores
+/// an event once per id, so a retried flush can never duplicate it.
+pub fn new_event_id() -> String {
+    let mut bytes = [0u8; 16];
+    let crypto = web_sys::window().and_then(|w| w.crypto().ok());
+    if crypto.and_then(|c| c.get_random_values_with_u8_array(&mut bytes).ok()).is_none() {
+        // No crypto (very old browser): time and Math.random still make collisions unlikely.
+        let seed = (js_sys::Date::now() as u64) ^ ((js_sys::Math::random() * 2f64.powi(52)) as u64);
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        bytes[8..].copy_from_slice(&((js_sys::Math::random() * 2f64.powi(52)) as u64).to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Unix seconds, the clock of the preference state.
+pub fn now_secs() -> f64 {
+    js_sys::Date::now() / 1000.0
+}
