@@ -1,0 +1,429 @@
+//! The browser feed end to end: the Trunk-built app (`dist/`) served by a real `onerec serve`,
+//! driven in headless Chromium through chromedriver.
+//!
+//! Ignored by default: they need `trunk build --release` and Debian's `chromium` and
+//! `chromium-driver`. `.ci/run` provides all three and runs
+//! `cargo test -p onerec-server --test browser -- --ignored --test-threads=1`. When something is
+//! missing the tests fail with a message saying what, never pass silently.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{client, get, path, trained_fixture};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+/// One browser and one server at a time: the machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The built app; fails with the command to run when it is missing.
+fn dist() -> PathBuf {
+    let dist = repo_root().join("dist");
+    let index = std::fs::read_to_string(dist.join("index.html")).unwrap_or_default();
+    assert!(
+        index.contains(".wasm") && dist.join("sw.js").exists(),
+        "{} holds no built web app: run `trunk build --release` at the repository root first",
+        dist.display()
+    );
+    dist
+}
+
+fn tool(env: &str, default: &str, package: &str) -> String {
+    let bin = std::env::var(env).unwrap_or_else(|_| default.to_string());
+    assert!(Path::new(&bin).exists(), "{bin} is missing: `apt-get install {package}` (or set {env})");
+    bin
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < WAIT, "{what} did not listen on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `onerec serve` on a fixed port, so that it can be stopped and started again at the same
+/// address, as a server that goes away and comes back.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(port: u16, data_dir: &Path) -> Server {
+        let fx = trained_fixture();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_onerec"))
+            .args(["serve", "--snapshot", path(&fx.snapshot), "--data", path(&fx.data), "--data-dir", path(data_dir)])
+            .args(["--addr", &addr, "--device", "cpu", "--web-dir", path(&dist())])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("onerec serve starts");
+        wait_for_port(port, "onerec serve");
+        Server { child, url: format!("http://{addr}") }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// chromedriver and one headless Chromium session with a fresh profile.
+struct Browser {
+    driver: Child,
+    driver_url: String,
+    client: Client,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let chromium = tool("ONEREC_CHROMIUM", "/usr/bin/chromium", "chromium");
+        let chromedriver = tool("CHROMEDRIVER", "/usr/bin/chromedriver", "chromium-driver");
+        let port = free_port();
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        wait_for_port(port, "chromedriver");
+        let driver_url = format!("http://127.0.0.1:{port}");
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1100,900",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .collect::<Vec<_>>();
+        let caps = json!({"browserName": "chrome", "goog:chromeOptions": {"binary": chromium, "args": args}});
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.as_object().unwrap().clone())
+            .connect(&driver_url)
+            .await
+            .expect("a Chromium session starts");
+        let session = client.session_id().await.unwrap().expect("a session id");
+        Browser { driver, driver_url, client, session, _profile: profile }
+    }
+
+    /// A Chrome DevTools Protocol command through chromedriver.
+    fn cdp(&self, cmd: &str, params: Value) -> Value {
+        let url = format!("{}/session/{}/goog/cdp/execute", self.driver_url, self.session);
+        let (status, body) = common::post(&client(), &url, &json!({"cmd": cmd, "params": params}).to_string(), &[]);
+        assert_eq!(status, 200, "CDP {cmd}: {body}");
+        body
+    }
+
+    /// Cuts the page off the network (or reconnects it), as a phone losing signal would be.
+    fn set_offline(&self, offline: bool) {
+        self.cdp("Network.enable", json!({}));
+        let params = json!({"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1});
+        self.cdp("Network.emulateNetworkConditions", params);
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script {script:?}: {e}"))
+    }
+
+    /// Polls a JS expression until it is true.
+    async fn wait_until(&self, expr: &str, what: &str) {
+        let start = Instant::now();
+        loop {
+            if self.js(&format!("return !!({expr});")).await == json!(true) {
+                return;
+            }
+            if start.elapsed() > WAIT {
+                let status = self.js("return document.body.innerText.slice(0, 600);").await;
+                panic!("timed out waiting for {what} ({expr}); the page says: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The ids of the cards on screen, top first.
+    async fn card_ids(&self) -> Vec<String> {
+        let ids = self.js("return [...document.querySelectorAll('article.card')].map(c => c.dataset.id);").await;
+        serde_json::from_value(ids).unwrap()
+    }
+
+    async fn count(&self, id: &str) -> u64 {
+        let v = self.js(&format!("return Number(document.getElementById('{id}').dataset.count);")).await;
+        v.as_u64().unwrap_or_else(|| panic!("#{id} has no count: {v}"))
+    }
+
+    /// Clicks a card's like or skip button, as a person would.
+    async fn react(&self, item: &str, button: &str) {
+        let css = format!("article.card[data-id=\"{item}\"] button.{button}");
+        self.client.find(Locator::Css(&css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+        self.wait_until(&format!("!document.querySelector('article.card[data-id=\"{item}\"]')"), "the card to leave")
+            .await;
+    }
+
+    async fn open_feed(&self, server: &str, user: &str) {
+        self.client.goto(&format!("{server}/?user={user}")).await.unwrap();
+        self.wait_until("document.querySelectorAll('article.card').length >= 5", "cards").await;
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../browser-artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(name);
+        std::fs::write(&file, png).unwrap();
+        println!("screenshot: {}", file.display());
+    }
+
+    async fn close(self) {
+        let Browser { mut driver, client, .. } = self;
+        let _ = client.close().await;
+        let _ = driver.kill();
+        let _ = driver.wait();
+    }
+}
+
+/// A fresh event store, a server on `port`, the `nth` user it knows, and a browser on that user's
+/// feed once the server's pool is on screen.
+async fn open(port: u16, nth: usize) -> (tempfile::TempDir, Server, String, Browser) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = Server::start(port, data_dir.path());
+    let user = users(&server.url)[nth].clone();
+    let browser = Browser::start().await;
+    browser.open_feed(&server.url, &user).await;
+    browser.wait_until("document.getElementById('status').dataset.source === 'server'", "the server's pool").await;
+    (data_dir, server, user, browser)
+}
+
+/// Users the server knows, from its API.
+fn users(server: &str) -> Vec<String> {
+    let (status, body) = get(&client(), &format!("{server}/v1/users?limit=20"));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_value(body["users"].clone()).unwrap()
+}
+
+/// The events the server stored for `user`, oldest first, as (event id, item, kind).
+fn stored_events(server: &str, user: &str) -> Vec<(String, String, String)> {
+    let (status, body) = get(&client(), &format!("{server}/v1/users/{user}/history"));
+    assert_eq!(status, 200, "{body}");
+    let mut events: Vec<_> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event_id"].as_str().unwrap().into(),
+                e["item"].as_str().unwrap().into(),
+                e["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    events.reverse();
+    events
+}
+
+/// The synthetic data's ground truth: every item's latent topic, the "kind" a person would see.
+fn topics() -> HashMap<String, u32> {
+    onerec_core::data::synth::read_topics(&trained_fixture().data).unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs dist/ (trunk build --release) and chromium; .ci/run runs it"]
+async fn feed_renders_from_the_server_and_likes_rerank_on_the_device() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_data_dir, server, user, browser) = open(free_port(), 0).await;
+
+    // The cards are the server's candidates for this user.
+    let (status, feed) = get(&client(), &format!("{}/v1/feed?user={user}&k=10&pool=200", server.url));
+    assert_eq!(status, 200, "{feed}");
+    let served: Vec<String> = feed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(feed["pool"].as_array().unwrap())
+        .map(|i| i["id"].as_str().unwrap().into())
+        .collect();
+    let shown = browser.card_ids().await;
+    assert_eq!(shown.len(), 10, "one page of cards");
+    for id in &shown {
+        assert!(served.contains(id), "card {id} is not among the server's candidates");
+    }
+    let title = browser.js("return document.querySelector('article.card h2').innerText;").await;
+    assert!(!title.as_str().unwrap().is_empty(), "cards show titles");
+    assert_eq!(browser.js("return document.getElementById('net').dataset.online;").await, json!("true"));
+    browser.screenshot("feed.png").await;
+
+    // Show three pages, then pick the kind least present at the top that still has items below.
+    for _ in 0..2 {
+        browser.client.find(Locator::Id("load-more")).await.unwrap().click().await.unwrap();
+    }
+    browser.wait_until("document.querySelectorAll('article.card').length >= 25", "three pages").await;
+    let topics = topics();
+    let kind_of = |id: &String| topics[id];
+    let before = browser.card_ids().await;
+    let mut per_kind: HashMap<u32, (usize, usize)> = HashMap::new();
+    for (pos, id) in before.iter().enumerate() {
+        let entry = per_kind.entry(kind_of(id)).or_default();
+        if pos < 10 { entry.0 += 1 } else { entry.1 += 1 }
+    }
+    let (&kind, &(top_before, below)) = per_kind
+        .iter()
+        .filter(|(_, &(_, below))| below >= 5)
+        .min_by_key(|(k, &(top, _))| (top, **k))
+        .expect("some kind has at least five cards below the first page");
+    assert!(top_before < 10);
+
+    // Like three items of that kind from below the first page. No feed request may follow.
+    let feed_requests = "performance.getEntriesByType('resource').filter(e => e.name.includes('/v1/feed')).length";
+    let fetched = browser.js(&format!("return {feed_requests};")).await;
+    let liked: Vec<String> = before[10..].iter().filter(|id| kind_of(id) == kind).take(3).cloned().collect();
+    for id in &liked {
+        browser.react(id, "like").await;
+    }
+    let after = browser.card_ids().await;
+    let top_after = after[..10].iter().filter(|id| kind_of(id) == kind).count();
+    println!("kind {kind}: {top_before} of the top 10 before three likes, {top_after} after ({below} were below)");
+    assert!(top_after > top_before, "liking kind {kind} did not move it up: {top_before} → {top_after}");
+    assert_eq!(
+        browser.js(&format!("return {feed_requests};")).await,
+        fetched,
+        "re-ranking needed no server round trip"
+    );
+    let hint = browser.js("return document.querySelector('article.card .why').innerText;").await;
+    println!("first card's hint after the likes: {hint}");
+    browser.screenshot("feed-after-likes.png").await;
+
+    // The likes reached the server, once each.
+    browser.wait_until("document.getElementById('queued').dataset.count === '0'", "the queue to drain").await;
+    let stored: Vec<String> = stored_events(&server.url, &user).into_iter().map(|e| e.1).collect();
+    assert_eq!(stored, liked);
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs dist/ (trunk build --release) and chromium; .ci/run runs it"]
+async fn offline_feed_queues_events_and_flushes_each_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port();
+    let (data_dir, server, user, browser) = open(port, 1).await;
+    let url = server.url.clone();
+    // The service worker controls the page, so the shell is cached.
+    browser.wait_until("navigator.serviceWorker.controller !== null", "the service worker").await;
+    assert!(stored_events(&url, &user).is_empty());
+
+    // Offline: the feed keeps working on the saved pool; events wait in the queue.
+    browser.set_offline(true);
+    browser.wait_until("document.getElementById('net').dataset.online === 'false'", "the offline indicator").await;
+    let mut expected = Vec::new();
+    for (n, button) in ["like", "like", "skip"].into_iter().enumerate() {
+        let first = browser.card_ids().await[0].clone();
+        browser.react(&first, button).await;
+        expected.push((first, button.to_string()));
+        assert_eq!(browser.count("queued").await, n as u64 + 1);
+    }
+    assert!(browser.card_ids().await.len() >= 5, "the feed still shows cards offline");
+    browser.client.find(Locator::Id("load-more")).await.unwrap().click().await.unwrap();
+    browser.wait_until("document.querySelectorAll('article.card').length >= 15", "load more offline").await;
+    assert!(stored_events(&url, &user).is_empty(), "nothing reached the server while offline");
+    browser.screenshot("feed-offline.png").await;
+
+    // The server goes away too, and the page is reloaded: the service worker serves the shell, the
+    // app serves the saved pool, and the queue survives.
+    drop(server);
+    browser.set_offline(false);
+    browser.client.refresh().await.unwrap();
+    browser.wait_until("document.querySelectorAll('article.card').length >= 5", "cards from the saved pool").await;
+    browser.wait_until("document.getElementById('status').dataset.source === 'cache'", "the saved pool").await;
+    assert_eq!(browser.count("queued").await, 3);
+    let first = browser.card_ids().await[0].clone();
+    browser.react(&first, "like").await;
+    expected.push((first, "like".to_string()));
+    assert_eq!(browser.count("queued").await, 4);
+
+    // Back: the queue drains by itself, in order, and each event is stored exactly once.
+    let server = Server::start(port, data_dir.path());
+    browser.wait_until("document.getElementById('queued').dataset.count === '0'", "the queue to drain").await;
+    let stored = stored_events(&server.url, &user);
+    let got: Vec<(String, String)> = stored.iter().map(|e| (e.1.clone(), e.2.clone())).collect();
+    assert_eq!(got, expected, "every queued event, in order, once");
+    let mut ids: Vec<&String> = stored.iter().map(|e| &e.0).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), expected.len(), "distinct client event ids");
+    // Nothing is left to send twice.
+    assert_eq!(browser.js("return localStorage.getItem('onerec.queue');").await, json!("[]"));
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs dist/ (trunk build --release) and chromium; .ci/run runs it"]
+async fn a_reload_keeps_the_local_state() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (_data_dir, server, user, browser) = open(free_port(), 2).await;
+    let ids = browser.card_ids().await;
+    browser.react(&ids[0], "like").await;
+    browser.react(&ids[1], "skip").await;
+    assert_eq!(browser.count("signals").await, 2);
+    let key = format!("return localStorage.getItem('onerec.prefs.{user}');");
+    let prefs = browser.js(&key).await;
+    assert!(prefs.as_str().is_some_and(|p| p.contains("vector")), "the state is saved: {prefs}");
+
+    browser.client.refresh().await.unwrap();
+    browser.wait_until("document.querySelectorAll('article.card').length >= 5", "cards after the reload").await;
+    assert_eq!(browser.count("signals").await, 2, "the local state survived the reload");
+    assert_eq!(browser.js(&key).await, prefs);
+    assert_eq!(browser.js("return document.getElementById('user').value;").await, json!(user));
+    let shown = browser.card_ids().await;
+    assert!(!shown.contains(&ids[0]) && !shown.contains(&ids[1]), "reacted-to items stay out of the feed");
+    browser.close().await;
+}
+
+/// Not a test but the re-scorer's benchmark as shipped: release WebAssembly in headless Chromium,
+/// 500 candidates × 64 dims. Prints the medians; run with `--ignored --nocapture`.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "benchmark; needs dist/ and chromium"]
+async fn browser_bench_rescore() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = Server::start(free_port(), data_dir.path());
+    let browser = Browser::start().await;
+    browser.client.goto(&format!("{}/#bench", server.url)).await.unwrap();
+    browser.wait_until("document.getElementById('bench')", "the benchmark").await;
+    let report = browser.js("return JSON.parse(document.getElementById('bench').innerText);").await;
+    println!("rescore benchmark in headless Chromium: {report}");
+    for key in ["median_ms_slate_10", "median_ms_full_mmr"] {
+        let ms = report[key].as_f64().unwrap_or_else(|| panic!("no {key} in {report}"));
+        assert!(ms.is_finite() && ms >= 0.0);
+    }
+    browser.close().await;
+}
