@@ -11,13 +11,15 @@ use crate::tokenizer::Code;
 use crate::tokenizer::trie::{PrefixTrie, ROOT};
 
 /// What beam search needs from a model. Stateful, so that a model can keep a KV cache per beam and
-/// reorder it by `parents` when beams are re-selected.
+/// reorder it by `parents` when beams are re-selected. Several searches (one per user of a batch)
+/// run in lock-step: their rows are laid out search after search.
 pub trait CodeStepper {
-    /// Log-probabilities over the codes of ID position 0: one row, as long as that level's vocabulary.
+    /// Log-probabilities over the codes of ID position 0: one row per search, each as long as that
+    /// level's vocabulary.
     fn start(&mut self) -> Vec<f32>;
-    /// Beam `i` now continues beam `parents[i]` of the previous call with code `codes[i]`. Returns,
-    /// for every beam, log-probabilities over the codes of the next position (`beams × vocabulary`,
-    /// row-major).
+    /// Row `i` now continues row `parents[i]` of the previous call with code `codes[i]`; a row
+    /// belongs to the search of its parent, and rows stay grouped by search. Returns, for every
+    /// row, log-probabilities over the codes of the next position (`rows × vocabulary`, row-major).
     fn step(&mut self, parents: &[usize], codes: &[Code]) -> Vec<f32>;
 }
 
@@ -26,6 +28,13 @@ pub trait CodeStepper {
 pub struct BeamConfig {
     /// Prefixes kept after each step, and so the most items returned.
     pub beam: usize,
+}
+
+/// One search of a batch: its width and the items it must not return (e.g. the user's history).
+#[derive(Clone, Copy)]
+pub struct Search<'a> {
+    pub beam: usize,
+    pub excluded: &'a dyn Fn(ItemIdx) -> bool,
 }
 
 /// One decoded item.
@@ -57,29 +66,56 @@ pub fn beam_search(
     config: &BeamConfig,
     excluded: &dyn Fn(ItemIdx) -> bool,
 ) -> Vec<Hypothesis> {
+    let search = Search { beam: config.beam, excluded };
+    beam_search_batch(stepper, trie, &[search]).pop().unwrap_or_default()
+}
+
+/// Runs several searches in lock-step, so that the model steps once per ID position for all of
+/// them (how concurrent requests share a forward pass). Each search gets what [`beam_search`] would
+/// give it alone.
+pub fn beam_search_batch(
+    stepper: &mut impl CodeStepper,
+    trie: &PrefixTrie,
+    searches: &[Search],
+) -> Vec<Vec<Hypothesis>> {
     let depth = trie.depth();
-    if config.beam == 0 || trie.is_empty() || depth == 0 {
-        return Vec::new();
+    if searches.iter().all(|s| s.beam == 0) || trie.is_empty() || depth == 0 {
+        return vec![Vec::new(); searches.len()];
     }
-    let mut beams = vec![Candidate { parent: 0, node: ROOT, code: 0, log_prob: 0.0 }];
+    // Row `g` of the first call is search `g`'s root; `ranges[g]` are its rows in `beams`.
+    let mut beams: Vec<Candidate> =
+        (0..searches.len()).map(|g| Candidate { parent: g, node: ROOT, code: 0, log_prob: 0.0 }).collect();
+    let mut ranges: Vec<std::ops::Range<usize>> = (0..searches.len()).map(|g| g..g + 1).collect();
+    let mut next_beams = Vec::new();
     let mut candidates = Vec::new();
-    // The codes chosen so far by each beam (`beams × level`), and the buffer for the next level's.
+    // The codes chosen so far by each row (`rows × level`), and the buffer for the next level's.
     let mut ids = Vec::new();
     let mut next_ids = Vec::new();
-    let mut parents = Vec::with_capacity(config.beam);
-    let mut codes = Vec::with_capacity(config.beam);
+    let mut parents = Vec::new();
+    let mut codes = Vec::new();
     let mut log_probs = stepper.start();
     for level in 0..depth {
-        expand(trie, &beams, &log_probs, excluded, &mut candidates);
-        keep_best(&mut candidates, config.beam);
+        let vocab = log_probs.len() / beams.len().max(1);
+        assert_eq!(vocab * beams.len(), log_probs.len(), "the model must return one row per beam");
+        next_beams.clear();
         next_ids.clear();
-        for c in &candidates {
-            next_ids.extend_from_slice(&ids[c.parent * level..][..level]);
-            next_ids.push(c.code);
+        for (search, range) in searches.iter().zip(&mut ranges) {
+            expand(trie, &beams, range.clone(), &log_probs, vocab, search.excluded, &mut candidates);
+            keep_best(&mut candidates, search.beam);
+            let first = next_beams.len();
+            for c in &candidates {
+                next_ids.extend_from_slice(&ids[c.parent * level..][..level]);
+                next_ids.push(c.code);
+            }
+            next_beams.extend_from_slice(&candidates);
+            *range = first..next_beams.len();
         }
         std::mem::swap(&mut ids, &mut next_ids);
-        std::mem::swap(&mut beams, &mut candidates);
+        std::mem::swap(&mut beams, &mut next_beams);
         if level + 1 < depth {
+            if beams.is_empty() {
+                break;
+            }
             parents.clear();
             parents.extend(beams.iter().map(|b| b.parent));
             codes.clear();
@@ -87,30 +123,35 @@ pub fn beam_search(
             log_probs = stepper.step(&parents, &codes);
         }
     }
-    beams
+    ranges
         .iter()
-        .zip(ids.chunks_exact(depth))
-        .map(|(b, id)| Hypothesis {
-            item: trie.item(b.node).expect("a full-length legal path ends at a leaf"),
-            log_prob: b.log_prob,
-            id: id.to_vec(),
+        .map(|range| {
+            range
+                .clone()
+                .map(|row| Hypothesis {
+                    item: trie.item(beams[row].node).expect("a full-length legal path ends at a leaf"),
+                    log_prob: beams[row].log_prob,
+                    id: ids[row * depth..][..depth].to_vec(),
+                })
+                .collect()
         })
         .collect()
 }
 
-/// Fills `out` with every legal child of every beam, scored by the beam's log-prob plus the model's
-/// for the child's code. Excluded items are left out (only leaves name items).
+/// Fills `out` with every legal child of the beams in `rows`, scored by the beam's log-prob plus
+/// the model's for the child's code. Excluded items are left out (only leaves name items).
 fn expand(
     trie: &PrefixTrie,
     beams: &[Candidate],
+    rows: std::ops::Range<usize>,
     log_probs: &[f32],
+    vocab: usize,
     excluded: &dyn Fn(ItemIdx) -> bool,
     out: &mut Vec<Candidate>,
 ) {
-    let vocab = log_probs.len() / beams.len();
-    assert_eq!(vocab * beams.len(), log_probs.len(), "the model must return one row of log-probabilities per beam");
     out.clear();
-    for (parent, beam) in beams.iter().enumerate() {
+    for parent in rows {
+        let beam = &beams[parent];
         let row = &log_probs[parent * vocab..][..vocab];
         for (node, &code) in trie.children(beam.node).zip(trie.legal_codes(beam.node)) {
             if !trie.item(node).is_some_and(excluded) {
@@ -178,11 +219,13 @@ mod tests {
     /// A model as a pure function of the prefix: log-probabilities of the next code.
     type Model<'a> = &'a dyn Fn(&[Code]) -> Vec<f32>;
 
-    /// Serves a prefix model through the stateful interface. It tracks each beam's prefix from
-    /// `parents` and `codes` as a KV-cached model would, so wrong bookkeeping gives wrong scores.
+    /// Serves prefix models, one per search, through the stateful interface. It tracks each row's
+    /// search and prefix from `parents` and `codes` as a KV-cached model would, so wrong bookkeeping
+    /// gives wrong scores.
     struct FakeStepper<'a> {
-        model: Model<'a>,
-        prefixes: Vec<Vec<Code>>,
+        models: Vec<Model<'a>>,
+        /// Each row's search and prefix.
+        prefixes: Vec<(usize, Vec<Code>)>,
         starts: usize,
         /// Rows of each `step` call.
         step_rows: Vec<usize>,
@@ -190,22 +233,31 @@ mod tests {
 
     impl<'a> FakeStepper<'a> {
         fn new(model: Model<'a>) -> Self {
-            FakeStepper { model, prefixes: Vec::new(), starts: 0, step_rows: Vec::new() }
+            Self::batch(vec![model])
+        }
+
+        fn batch(models: Vec<Model<'a>>) -> Self {
+            FakeStepper { models, prefixes: Vec::new(), starts: 0, step_rows: Vec::new() }
         }
     }
 
     impl CodeStepper for FakeStepper<'_> {
         fn start(&mut self) -> Vec<f32> {
             self.starts += 1;
-            self.prefixes = vec![Vec::new()];
-            (self.model)(&[])
+            self.prefixes = (0..self.models.len()).map(|g| (g, Vec::new())).collect();
+            self.models.iter().flat_map(|model| model(&[])).collect()
         }
 
         fn step(&mut self, parents: &[usize], codes: &[Code]) -> Vec<f32> {
             assert_eq!(parents.len(), codes.len());
             self.step_rows.push(parents.len());
-            self.prefixes = parents.iter().zip(codes).map(|(&p, &c)| [&self.prefixes[p][..], &[c]].concat()).collect();
-            self.prefixes.iter().flat_map(|p| (self.model)(p)).collect()
+            self.prefixes = parents
+                .iter()
+                .zip(codes)
+                .map(|(&p, &c)| (self.prefixes[p].0, [&self.prefixes[p].1[..], &[c]].concat()))
+                .collect();
+            assert!(self.prefixes.windows(2).all(|w| w[0].0 <= w[1].0), "rows stay grouped by search");
+            self.prefixes.iter().flat_map(|(g, p)| (self.models[*g])(p)).collect()
         }
     }
 
@@ -400,5 +452,34 @@ mod tests {
         let mut stepper = FakeStepper::new(&model);
         assert!(beam_search(&mut stepper, &case.trie, &BeamConfig { beam: 0 }, &nothing).is_empty());
         assert_eq!((stepper.starts, stepper.step_rows.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_batch_of_searches_gives_each_what_it_would_get_alone() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for seed in 0..20 {
+            let case = random_case(&mut rng);
+            let models: Vec<_> = (0..4).map(|g| random_model(seed * 10 + g, case.vocab.clone(), None)).collect();
+            let every_other = |item: ItemIdx| item % 2 == 1;
+            let beams = [rng.random_range(1..=case.trie.len()), 0, case.trie.len(), rng.random_range(1..=3)];
+            let exclusions: [&dyn Fn(ItemIdx) -> bool; 4] = [&nothing, &nothing, &every_other, &|_| true];
+            let searches: Vec<Search> =
+                beams.iter().zip(exclusions).map(|(&beam, excluded)| Search { beam, excluded }).collect();
+            let refs: Vec<Model> = models.iter().map(|m| m as Model).collect();
+            let mut stepper = FakeStepper::batch(refs);
+            let together = beam_search_batch(&mut stepper, &case.trie, &searches);
+            assert_eq!(stepper.starts, 1);
+            assert!(stepper.step_rows.len() < case.vocab.len(), "one step per further level at most");
+            for (g, search) in searches.iter().enumerate() {
+                let alone = beam_search(
+                    &mut FakeStepper::new(&models[g]),
+                    &case.trie,
+                    &BeamConfig { beam: search.beam },
+                    search.excluded,
+                );
+                assert_eq!(together[g], alone, "search {g}");
+            }
+            assert!(together[1].is_empty() && together[3].is_empty());
+        }
     }
 }
