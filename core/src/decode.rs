@@ -34,7 +34,33 @@ pub struct BeamConfig {
 #[derive(Clone, Copy)]
 pub struct Search<'a> {
     pub beam: usize,
-    pub excluded: &'a dyn Fn(ItemIdx) -> bool,
+    pub excluded: &'a Exclusion,
+}
+
+/// Items a search must not return, as the sorted positions of their trie leaves. Whole subtrees
+/// holding nothing else are pruned at every level, so the beam never spends its width on prefixes
+/// that lead only to excluded items, and a search returns `min(beam, items left)` items.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Exclusion {
+    leaves: Vec<u32>,
+}
+
+impl Exclusion {
+    /// Excludes the items with these semantic IDs (IDs not in the trie are ignored).
+    pub fn new<'i>(trie: &PrefixTrie, ids: impl IntoIterator<Item = &'i [Code]>) -> Self {
+        let mut leaves: Vec<u32> =
+            ids.into_iter().filter_map(|id| trie.leaf(id)).map(|leaf| trie.leaf_range(leaf).start).collect();
+        leaves.sort_unstable();
+        leaves.dedup();
+        Exclusion { leaves }
+    }
+
+    /// Whether every item under `node` is excluded: a count of excluded leaves in its range.
+    pub fn covers(&self, trie: &PrefixTrie, node: u32) -> bool {
+        let range = trie.leaf_range(node);
+        let below = self.leaves.partition_point(|&l| l < range.end) - self.leaves.partition_point(|&l| l < range.start);
+        below == range.len()
+    }
 }
 
 /// One decoded item.
@@ -64,7 +90,7 @@ pub fn beam_search(
     stepper: &mut impl CodeStepper,
     trie: &PrefixTrie,
     config: &BeamConfig,
-    excluded: &dyn Fn(ItemIdx) -> bool,
+    excluded: &Exclusion,
 ) -> Vec<Hypothesis> {
     let search = Search { beam: config.beam, excluded };
     beam_search_batch(stepper, trie, &[search]).pop().unwrap_or_default()
@@ -139,14 +165,14 @@ pub fn beam_search_batch(
 }
 
 /// Fills `out` with every legal child of the beams in `rows`, scored by the beam's log-prob plus
-/// the model's for the child's code. Excluded items are left out (only leaves name items).
+/// the model's for the child's code. Children with only excluded items below are left out.
 fn expand(
     trie: &PrefixTrie,
     beams: &[Candidate],
     rows: std::ops::Range<usize>,
     log_probs: &[f32],
     vocab: usize,
-    excluded: &dyn Fn(ItemIdx) -> bool,
+    excluded: &Exclusion,
     out: &mut Vec<Candidate>,
 ) {
     out.clear();
@@ -154,7 +180,7 @@ fn expand(
         let beam = &beams[parent];
         let row = &log_probs[parent * vocab..][..vocab];
         for (node, &code) in trie.children(beam.node).zip(trie.legal_codes(beam.node)) {
-            if !trie.item(node).is_some_and(excluded) {
+            if !excluded.covers(trie, node) {
                 out.push(Candidate { parent, node, code, log_prob: beam.log_prob + row[code as usize] });
             }
         }
@@ -262,18 +288,43 @@ mod tests {
     }
 
     /// Beam search through a [`FakeStepper`], checking it started once and stepped once per further
-    /// position with at most `beam` rows.
+    /// position with at most `beam` rows (or stopped early because everything left is excluded).
     fn search(model: Model, trie: &PrefixTrie, beam: usize, excluded: &dyn Fn(ItemIdx) -> bool) -> Vec<Hypothesis> {
         let mut stepper = FakeStepper::new(model);
-        let found = beam_search(&mut stepper, trie, &BeamConfig { beam }, excluded);
+        let found = beam_search(&mut stepper, trie, &BeamConfig { beam }, &exclusion(trie, excluded));
         assert_eq!(stepper.starts, 1);
-        assert_eq!(stepper.step_rows.len(), trie.depth() - 1);
+        assert!(stepper.step_rows.len() < trie.depth());
+        assert!(found.is_empty() || stepper.step_rows.len() == trie.depth() - 1, "{:?}", stepper.step_rows);
         assert!(stepper.step_rows.iter().all(|&rows| (1..=beam).contains(&rows)), "{:?}", stepper.step_rows);
         found
     }
 
     fn nothing(_: ItemIdx) -> bool {
         false
+    }
+
+    /// Every (ID, item) of the trie, by walking it.
+    fn all_ids(trie: &PrefixTrie, from: u32) -> Vec<(Vec<Code>, ItemIdx)> {
+        let mut found = Vec::new();
+        let mut stack = vec![(from, Vec::new())];
+        while let Some((node, id)) = stack.pop() {
+            match trie.item(node) {
+                Some(item) => found.push((id, item)),
+                None => stack.extend(trie.children(node).zip(trie.legal_codes(node)).map(|(child, &code)| {
+                    let mut longer = id.clone();
+                    longer.push(code);
+                    (child, longer)
+                })),
+            }
+        }
+        found
+    }
+
+    /// The exclusion of the items `excluded` picks.
+    fn exclusion(trie: &PrefixTrie, excluded: &dyn Fn(ItemIdx) -> bool) -> Exclusion {
+        let ids: Vec<Vec<Code>> =
+            all_ids(trie, ROOT).into_iter().filter(|(_, i)| excluded(*i)).map(|(id, _)| id).collect();
+        Exclusion::new(trie, ids.iter().map(Vec::as_slice))
     }
 
     /// A deterministic model: log-softmax of Gaussian logits seeded by `seed` and the prefix, over
@@ -441,7 +492,7 @@ mod tests {
         let model = random_model(6, case.vocab.clone(), None);
         for beam in [1, 2, 3, 100] {
             let mut stepper = FakeStepper::new(&model);
-            beam_search(&mut stepper, &case.trie, &BeamConfig { beam }, &nothing);
+            beam_search(&mut stepper, &case.trie, &BeamConfig { beam }, &Exclusion::default());
             assert_eq!(stepper.starts, 1);
             // Each step carries the kept prefixes: all of that length, or `beam` of them.
             let expected: Vec<usize> = (1..case.vocab.len())
@@ -450,7 +501,7 @@ mod tests {
             assert_eq!(stepper.step_rows, expected);
         }
         let mut stepper = FakeStepper::new(&model);
-        assert!(beam_search(&mut stepper, &case.trie, &BeamConfig { beam: 0 }, &nothing).is_empty());
+        assert!(beam_search(&mut stepper, &case.trie, &BeamConfig { beam: 0 }, &Exclusion::default()).is_empty());
         assert_eq!((stepper.starts, stepper.step_rows.len()), (0, 0));
     }
 
@@ -460,11 +511,12 @@ mod tests {
         for seed in 0..20 {
             let case = random_case(&mut rng);
             let models: Vec<_> = (0..4).map(|g| random_model(seed * 10 + g, case.vocab.clone(), None)).collect();
-            let every_other = |item: ItemIdx| item % 2 == 1;
+            let every_other = |item: ItemIdx| !item.is_multiple_of(2);
             let beams = [rng.random_range(1..=case.trie.len()), 0, case.trie.len(), rng.random_range(1..=3)];
-            let exclusions: [&dyn Fn(ItemIdx) -> bool; 4] = [&nothing, &nothing, &every_other, &|_| true];
+            let predicates: [&dyn Fn(ItemIdx) -> bool; 4] = [&nothing, &nothing, &every_other, &|_| true];
+            let exclusions: Vec<Exclusion> = predicates.iter().map(|p| exclusion(&case.trie, p)).collect();
             let searches: Vec<Search> =
-                beams.iter().zip(exclusions).map(|(&beam, excluded)| Search { beam, excluded }).collect();
+                beams.iter().zip(&exclusions).map(|(&beam, excluded)| Search { beam, excluded }).collect();
             let refs: Vec<Model> = models.iter().map(|m| m as Model).collect();
             let mut stepper = FakeStepper::batch(refs);
             let together = beam_search_batch(&mut stepper, &case.trie, &searches);
@@ -480,6 +532,46 @@ mod tests {
                 assert_eq!(together[g], alone, "search {g}");
             }
             assert!(together[1].is_empty() && together[3].is_empty());
+        }
+    }
+
+    #[test]
+    fn an_exclusion_covers_exactly_the_subtrees_with_nothing_else() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for _ in 0..30 {
+            let case = random_case(&mut rng);
+            let keep = rng.random_range(2..=4);
+            let excluded = |item: ItemIdx| !(item as usize).is_multiple_of(keep);
+            let e = exclusion(&case.trie, &excluded);
+            let mut nodes = vec![ROOT];
+            let mut next = 0;
+            while next < nodes.len() {
+                nodes.extend(case.trie.children(nodes[next]));
+                next += 1;
+            }
+            for node in nodes {
+                let below = all_ids(&case.trie, node);
+                assert_eq!(e.covers(&case.trie, node), below.iter().all(|(_, i)| excluded(*i)), "node {node}");
+            }
+        }
+    }
+
+    /// A model that loves one first code, all of whose items are excluded: without pruning the
+    /// beam would fill with dead prefixes and come back short.
+    #[test]
+    fn excluded_subtrees_do_not_starve_the_beam() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for seed in 0..30 {
+            let case = random_case(&mut rng);
+            let favourite = case.ids[rng.random_range(0..case.ids.len())].clone();
+            let model = random_model(seed, case.vocab.clone(), Some(favourite.clone()));
+            let excluded = |item: ItemIdx| case.ids[item as usize][0] == favourite[0];
+            let left = case.ids.iter().filter(|id| id[0] != favourite[0]).count();
+            for beam in [1, 2, 3, 8] {
+                let found = search(&model, &case.trie, beam, &excluded);
+                assert_eq!(found.len(), beam.min(left), "beam {beam}");
+                assert!(found.iter().all(|h| !excluded(h.item)));
+            }
         }
     }
 }

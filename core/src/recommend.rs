@@ -4,8 +4,8 @@
 use burn::tensor::{Device, Tensor};
 
 use crate::context::{UserContext, build_context};
-use crate::data::{Event, ItemIdx, User};
-use crate::decode::{CodeStepper, Hypothesis, Search, beam_search_batch};
+use crate::data::{Event, User};
+use crate::decode::{CodeStepper, Exclusion, Hypothesis, Search, beam_search_batch};
 use crate::model::{Batch, IncrementalDecoder, ModelConfig, OneRec};
 use crate::tokenizer::{Code, Tokenizer};
 
@@ -24,23 +24,23 @@ pub struct DecodeRequest {
     pub context: UserContext,
     /// Beam width, and so the most items returned.
     pub beam: usize,
-    /// Items never to return, sorted (e.g. the user's history). A sorted list, not a catalogue-wide
-    /// mask, keeps a request's cost independent of the catalogue's size.
-    pub excluded: Vec<ItemIdx>,
-}
-
-impl DecodeRequest {
-    /// A request that leaves out the items of `history` when `exclude_history` is set.
-    pub fn new(context: UserContext, beam: usize, history: &[Event], exclude_history: bool) -> Self {
-        let mut excluded: Vec<ItemIdx> =
-            if exclude_history { history.iter().map(|e| e.item).collect() } else { Vec::new() };
-        excluded.sort_unstable();
-        excluded.dedup();
-        DecodeRequest { context, beam, excluded }
-    }
+    /// Items never to return (e.g. the user's history). Sized by the history, not the catalogue.
+    pub excluded: Exclusion,
 }
 
 impl Recommender<'_> {
+    /// A decode of up to `beam` items for the user; items in `history` are left out when
+    /// `exclude_history` is set.
+    pub fn request(&self, user: &User, history: &[Event], beam: usize, exclude_history: bool) -> DecodeRequest {
+        let ids = &self.tokenizer.semantic_ids;
+        let excluded = if exclude_history {
+            Exclusion::new(ids.trie(), history.iter().map(|e| ids.id_of(e.item)))
+        } else {
+            Exclusion::default()
+        };
+        DecodeRequest { context: self.context(user, history), beam, excluded }
+    }
+
     /// The user's context as the model reads it.
     pub fn context(&self, user: &User, history: &[Event]) -> UserContext {
         build_context(user, history, self.tokenizer, &self.config.context)
@@ -59,8 +59,7 @@ impl Recommender<'_> {
     /// Up to `beam` distinct items for the user, best first; items in `history` are left out
     /// when `exclude_history` is set. Every item is a real catalogue item.
     pub fn recommend(&self, user: &User, history: &[Event], beam: usize, exclude_history: bool) -> Vec<Hypothesis> {
-        let request = DecodeRequest::new(self.context(user, history), beam, history, exclude_history);
-        self.recommend_batch(&[request]).pop().unwrap_or_default()
+        self.recommend_batch(&[self.request(user, history, beam, exclude_history)]).pop().unwrap_or_default()
     }
 
     /// Decodes several users together: one encoder pass for all of them, then one decoder step per
@@ -73,13 +72,7 @@ impl Recommender<'_> {
         let contexts: Vec<UserContext> = requests.iter().map(|r| r.context.clone()).collect();
         let batch = Batch::new(&contexts, None, &self.tokenizer.semantic_ids, self.config, self.device);
         let memory = self.model.encode(&batch);
-        let exclusions: Vec<_> =
-            requests.iter().map(|r| move |item: ItemIdx| r.excluded.binary_search(&item).is_ok()).collect();
-        let searches: Vec<Search> = requests
-            .iter()
-            .zip(&exclusions)
-            .map(|(r, excluded)| Search { beam: r.beam, excluded: excluded as &dyn Fn(ItemIdx) -> bool })
-            .collect();
+        let searches: Vec<Search> = requests.iter().map(|r| Search { beam: r.beam, excluded: &r.excluded }).collect();
         let mut stepper = ModelStepper::new(IncrementalDecoder::new(self.model, &memory), requests.len());
         beam_search_batch(&mut stepper, self.tokenizer.semantic_ids.trie(), &searches)
     }
@@ -145,6 +138,7 @@ mod tests {
     use burn::tensor::{Int, TensorData};
 
     use super::*;
+    use crate::data::ItemIdx;
     use crate::decode::exhaustive_search;
     use crate::model::Memory;
     use crate::test_fixtures::tiny_setup;
@@ -205,8 +199,7 @@ mod tests {
         let requests: Vec<DecodeRequest> = cases
             .iter()
             .map(|&(user, len, beam, exclude)| {
-                let history = &dataset.user_events(user)[..len];
-                DecodeRequest::new(recommender.context(&dataset.users[user as usize], history), beam, history, exclude)
+                recommender.request(&dataset.users[user as usize], &dataset.user_events(user)[..len], beam, exclude)
             })
             .collect();
         let together = recommender.recommend_batch(&requests);
