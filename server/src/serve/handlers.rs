@@ -71,7 +71,7 @@ pub async fn feed(State(state): Shared, ApiQuery(query): ApiQuery<FeedQuery>) ->
     let request = engine.recommender().request(&user, &history, beam, query.exclude_seen.unwrap_or(true));
     let decoded = tokio::time::timeout(limits.timeout, state.batcher.decode(engine.clone(), request))
         .await
-        .map_err(|_| AppError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "decoding took too long; retry"))?
+        .map_err(|_| timed_out("decoding"))?
         .ok_or_else(|| AppError::internal("decoding failed"))?;
     let mut items: Vec<FeedItem> = decoded.iter().take(pool).map(|h| engine.feed_item(&state.catalogue, h)).collect();
     let pool = items.split_off(k.min(items.len()));
@@ -103,9 +103,17 @@ pub async fn post_events(
                 .map_err(|detail| AppError::invalid("invalid_event", format!("event {i}: {detail}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let stored = state.store.append(events).await.map_err(AppError::internal)?;
+    // On a timeout the batch may still commit; a retry with the same event ids is harmless.
+    let stored = tokio::time::timeout(state.limits.timeout, state.store.append(events))
+        .await
+        .map_err(|_| timed_out("storing the events"))?
+        .map_err(AppError::internal)?;
     state.metrics.observe_events(stored.stored, stored.duplicates);
     Ok(Json(stored))
+}
+
+fn timed_out(what: &str) -> AppError {
+    AppError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", format!("{what} took too long; retry"))
 }
 
 /// Longest id accepted for events and users.
