@@ -1,49 +1,12 @@
 //! End-to-end tests of the `onerec` command line: the real binary on real files.
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::collections::HashMap;
+
+use common::{onerec, onerec_json, path, synth_and_tokenize};
 use onerec_core::data::synth::read_topics;
 use onerec_core::tokenizer::Tokenizer;
-use serde_json::Value;
-
-fn onerec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onerec")).args(args).output().expect("the onerec binary runs")
-}
-
-/// Runs a command that must succeed and parses its JSON report.
-fn onerec_json(args: &[&str]) -> Value {
-    let out = onerec(args);
-    assert!(out.status.success(), "onerec {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
-}
-
-/// Writes a synthetic data set and tokenizes it with small codebooks; returns the tokenize report.
-fn synth_and_tokenize(data: &Path, tokenizer: &Path, synth: &[&str]) -> Value {
-    let mut args = vec!["data", "synth", "--out", path(data)];
-    args.extend_from_slice(synth);
-    let out = onerec(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    onerec_json(&[
-        "tokenize",
-        "--data",
-        path(data),
-        "--out",
-        path(tokenizer),
-        "--codes",
-        "8",
-        "--dim",
-        "32",
-        "--collab-dims",
-        "16",
-        "--json",
-    ])
-}
 
 #[test]
 fn synth_stats_tokenize_pipeline() {

@@ -11,13 +11,15 @@ use crate::tokenizer::Code;
 use crate::tokenizer::trie::{PrefixTrie, ROOT};
 
 /// What beam search needs from a model. Stateful, so that a model can keep a KV cache per beam and
-/// reorder it by `parents` when beams are re-selected.
+/// reorder it by `parents` when beams are re-selected. Several searches (one per user of a batch)
+/// run in lock-step: their rows are laid out search after search.
 pub trait CodeStepper {
-    /// Log-probabilities over the codes of ID position 0: one row, as long as that level's vocabulary.
+    /// Log-probabilities over the codes of ID position 0: one row per search, each as long as that
+    /// level's vocabulary.
     fn start(&mut self) -> Vec<f32>;
-    /// Beam `i` now continues beam `parents[i]` of the previous call with code `codes[i]`. Returns,
-    /// for every beam, log-probabilities over the codes of the next position (`beams × vocabulary`,
-    /// row-major).
+    /// Row `i` now continues row `parents[i]` of the previous call with code `codes[i]`; a row
+    /// belongs to the search of its parent, and rows stay grouped by search. Returns, for every
+    /// row, log-probabilities over the codes of the next position (`rows × vocabulary`, row-major).
     fn step(&mut self, parents: &[usize], codes: &[Code]) -> Vec<f32>;
 }
 
@@ -26,6 +28,39 @@ pub trait CodeStepper {
 pub struct BeamConfig {
     /// Prefixes kept after each step, and so the most items returned.
     pub beam: usize,
+}
+
+/// One search of a batch: its width and the items it must not return (e.g. the user's history).
+#[derive(Clone, Copy)]
+pub struct Search<'a> {
+    pub beam: usize,
+    pub excluded: &'a Exclusion,
+}
+
+/// Items a search must not return, as the sorted positions of their trie leaves. Whole subtrees
+/// holding nothing else are pruned at every level, so the beam never spends its width on prefixes
+/// that lead only to excluded items, and a search returns `min(beam, items left)` items.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Exclusion {
+    leaves: Vec<u32>,
+}
+
+impl Exclusion {
+    /// Excludes the items with these semantic IDs (IDs not in the trie are ignored).
+    pub fn new<'i>(trie: &PrefixTrie, ids: impl IntoIterator<Item = &'i [Code]>) -> Self {
+        let mut leaves: Vec<u32> =
+            ids.into_iter().filter_map(|id| trie.leaf(id)).map(|leaf| trie.leaf_range(leaf).start).collect();
+        leaves.sort_unstable();
+        leaves.dedup();
+        Exclusion { leaves }
+    }
+
+    /// Whether every item under `node` is excluded: a count of excluded leaves in its range.
+    pub fn covers(&self, trie: &PrefixTrie, node: u32) -> bool {
+        let range = trie.leaf_range(node);
+        let below = self.leaves.partition_point(|&l| l < range.end) - self.leaves.partition_point(|&l| l < range.start);
+        below == range.len()
+    }
 }
 
 /// One decoded item.
@@ -55,31 +90,58 @@ pub fn beam_search(
     stepper: &mut impl CodeStepper,
     trie: &PrefixTrie,
     config: &BeamConfig,
-    excluded: &dyn Fn(ItemIdx) -> bool,
+    excluded: &Exclusion,
 ) -> Vec<Hypothesis> {
+    let search = Search { beam: config.beam, excluded };
+    beam_search_batch(stepper, trie, &[search]).pop().unwrap_or_default()
+}
+
+/// Runs several searches in lock-step, so that the model steps once per ID position for all of
+/// them (how concurrent requests share a forward pass). Each search gets what [`beam_search`] would
+/// give it alone.
+pub fn beam_search_batch(
+    stepper: &mut impl CodeStepper,
+    trie: &PrefixTrie,
+    searches: &[Search],
+) -> Vec<Vec<Hypothesis>> {
     let depth = trie.depth();
-    if config.beam == 0 || trie.is_empty() || depth == 0 {
-        return Vec::new();
+    if searches.iter().all(|s| s.beam == 0) || trie.is_empty() || depth == 0 {
+        return vec![Vec::new(); searches.len()];
     }
-    let mut beams = vec![Candidate { parent: 0, node: ROOT, code: 0, log_prob: 0.0 }];
+    // Row `g` of the first call is search `g`'s root; `ranges[g]` are its rows in `beams`.
+    let mut beams: Vec<Candidate> =
+        (0..searches.len()).map(|g| Candidate { parent: g, node: ROOT, code: 0, log_prob: 0.0 }).collect();
+    let mut ranges: Vec<std::ops::Range<usize>> = (0..searches.len()).map(|g| g..g + 1).collect();
+    let mut next_beams = Vec::new();
     let mut candidates = Vec::new();
-    // The codes chosen so far by each beam (`beams × level`), and the buffer for the next level's.
+    // The codes chosen so far by each row (`rows × level`), and the buffer for the next level's.
     let mut ids = Vec::new();
     let mut next_ids = Vec::new();
-    let mut parents = Vec::with_capacity(config.beam);
-    let mut codes = Vec::with_capacity(config.beam);
+    let mut parents = Vec::new();
+    let mut codes = Vec::new();
     let mut log_probs = stepper.start();
     for level in 0..depth {
-        expand(trie, &beams, &log_probs, excluded, &mut candidates);
-        keep_best(&mut candidates, config.beam);
+        let vocab = log_probs.len() / beams.len().max(1);
+        assert_eq!(vocab * beams.len(), log_probs.len(), "the model must return one row per beam");
+        next_beams.clear();
         next_ids.clear();
-        for c in &candidates {
-            next_ids.extend_from_slice(&ids[c.parent * level..][..level]);
-            next_ids.push(c.code);
+        for (search, range) in searches.iter().zip(&mut ranges) {
+            expand(trie, &beams, range.clone(), &log_probs, vocab, search.excluded, &mut candidates);
+            keep_best(&mut candidates, search.beam);
+            let first = next_beams.len();
+            for c in &candidates {
+                next_ids.extend_from_slice(&ids[c.parent * level..][..level]);
+                next_ids.push(c.code);
+            }
+            next_beams.extend_from_slice(&candidates);
+            *range = first..next_beams.len();
         }
         std::mem::swap(&mut ids, &mut next_ids);
-        std::mem::swap(&mut beams, &mut candidates);
+        std::mem::swap(&mut beams, &mut next_beams);
         if level + 1 < depth {
+            if beams.is_empty() {
+                break;
+            }
             parents.clear();
             parents.extend(beams.iter().map(|b| b.parent));
             codes.clear();
@@ -87,33 +149,38 @@ pub fn beam_search(
             log_probs = stepper.step(&parents, &codes);
         }
     }
-    beams
+    ranges
         .iter()
-        .zip(ids.chunks_exact(depth))
-        .map(|(b, id)| Hypothesis {
-            item: trie.item(b.node).expect("a full-length legal path ends at a leaf"),
-            log_prob: b.log_prob,
-            id: id.to_vec(),
+        .map(|range| {
+            range
+                .clone()
+                .map(|row| Hypothesis {
+                    item: trie.item(beams[row].node).expect("a full-length legal path ends at a leaf"),
+                    log_prob: beams[row].log_prob,
+                    id: ids[row * depth..][..depth].to_vec(),
+                })
+                .collect()
         })
         .collect()
 }
 
-/// Fills `out` with every legal child of every beam, scored by the beam's log-prob plus the model's
-/// for the child's code. Excluded items are left out (only leaves name items).
+/// Fills `out` with every legal child of the beams in `rows`, scored by the beam's log-prob plus
+/// the model's for the child's code. Children with only excluded items below are left out.
 fn expand(
     trie: &PrefixTrie,
     beams: &[Candidate],
+    rows: std::ops::Range<usize>,
     log_probs: &[f32],
-    excluded: &dyn Fn(ItemIdx) -> bool,
+    vocab: usize,
+    excluded: &Exclusion,
     out: &mut Vec<Candidate>,
 ) {
-    let vocab = log_probs.len() / beams.len();
-    assert_eq!(vocab * beams.len(), log_probs.len(), "the model must return one row of log-probabilities per beam");
     out.clear();
-    for (parent, beam) in beams.iter().enumerate() {
+    for parent in rows {
+        let beam = &beams[parent];
         let row = &log_probs[parent * vocab..][..vocab];
         for (node, &code) in trie.children(beam.node).zip(trie.legal_codes(beam.node)) {
-            if !trie.item(node).is_some_and(excluded) {
+            if !excluded.covers(trie, node) {
                 out.push(Candidate { parent, node, code, log_prob: beam.log_prob + row[code as usize] });
             }
         }
@@ -178,11 +245,13 @@ mod tests {
     /// A model as a pure function of the prefix: log-probabilities of the next code.
     type Model<'a> = &'a dyn Fn(&[Code]) -> Vec<f32>;
 
-    /// Serves a prefix model through the stateful interface. It tracks each beam's prefix from
-    /// `parents` and `codes` as a KV-cached model would, so wrong bookkeeping gives wrong scores.
+    /// Serves prefix models, one per search, through the stateful interface. It tracks each row's
+    /// search and prefix from `parents` and `codes` as a KV-cached model would, so wrong bookkeeping
+    /// gives wrong scores.
     struct FakeStepper<'a> {
-        model: Model<'a>,
-        prefixes: Vec<Vec<Code>>,
+        models: Vec<Model<'a>>,
+        /// Each row's search and prefix.
+        prefixes: Vec<(usize, Vec<Code>)>,
         starts: usize,
         /// Rows of each `step` call.
         step_rows: Vec<usize>,
@@ -190,38 +259,72 @@ mod tests {
 
     impl<'a> FakeStepper<'a> {
         fn new(model: Model<'a>) -> Self {
-            FakeStepper { model, prefixes: Vec::new(), starts: 0, step_rows: Vec::new() }
+            Self::batch(vec![model])
+        }
+
+        fn batch(models: Vec<Model<'a>>) -> Self {
+            FakeStepper { models, prefixes: Vec::new(), starts: 0, step_rows: Vec::new() }
         }
     }
 
     impl CodeStepper for FakeStepper<'_> {
         fn start(&mut self) -> Vec<f32> {
             self.starts += 1;
-            self.prefixes = vec![Vec::new()];
-            (self.model)(&[])
+            self.prefixes = (0..self.models.len()).map(|g| (g, Vec::new())).collect();
+            self.models.iter().flat_map(|model| model(&[])).collect()
         }
 
         fn step(&mut self, parents: &[usize], codes: &[Code]) -> Vec<f32> {
             assert_eq!(parents.len(), codes.len());
             self.step_rows.push(parents.len());
-            self.prefixes = parents.iter().zip(codes).map(|(&p, &c)| [&self.prefixes[p][..], &[c]].concat()).collect();
-            self.prefixes.iter().flat_map(|p| (self.model)(p)).collect()
+            self.prefixes = parents
+                .iter()
+                .zip(codes)
+                .map(|(&p, &c)| (self.prefixes[p].0, [&self.prefixes[p].1[..], &[c]].concat()))
+                .collect();
+            assert!(self.prefixes.windows(2).all(|w| w[0].0 <= w[1].0), "rows stay grouped by search");
+            self.prefixes.iter().flat_map(|(g, p)| (self.models[*g])(p)).collect()
         }
     }
 
     /// Beam search through a [`FakeStepper`], checking it started once and stepped once per further
-    /// position with at most `beam` rows.
+    /// position with at most `beam` rows (or stopped early because everything left is excluded).
     fn search(model: Model, trie: &PrefixTrie, beam: usize, excluded: &dyn Fn(ItemIdx) -> bool) -> Vec<Hypothesis> {
         let mut stepper = FakeStepper::new(model);
-        let found = beam_search(&mut stepper, trie, &BeamConfig { beam }, excluded);
+        let found = beam_search(&mut stepper, trie, &BeamConfig { beam }, &exclusion(trie, excluded));
         assert_eq!(stepper.starts, 1);
-        assert_eq!(stepper.step_rows.len(), trie.depth() - 1);
+        assert!(stepper.step_rows.len() < trie.depth());
+        assert!(found.is_empty() || stepper.step_rows.len() == trie.depth() - 1, "{:?}", stepper.step_rows);
         assert!(stepper.step_rows.iter().all(|&rows| (1..=beam).contains(&rows)), "{:?}", stepper.step_rows);
         found
     }
 
     fn nothing(_: ItemIdx) -> bool {
         false
+    }
+
+    /// Every (ID, item) of the trie, by walking it.
+    fn all_ids(trie: &PrefixTrie, from: u32) -> Vec<(Vec<Code>, ItemIdx)> {
+        let mut found = Vec::new();
+        let mut stack = vec![(from, Vec::new())];
+        while let Some((node, id)) = stack.pop() {
+            match trie.item(node) {
+                Some(item) => found.push((id, item)),
+                None => stack.extend(trie.children(node).zip(trie.legal_codes(node)).map(|(child, &code)| {
+                    let mut longer = id.clone();
+                    longer.push(code);
+                    (child, longer)
+                })),
+            }
+        }
+        found
+    }
+
+    /// The exclusion of the items `excluded` picks.
+    fn exclusion(trie: &PrefixTrie, excluded: &dyn Fn(ItemIdx) -> bool) -> Exclusion {
+        let ids: Vec<Vec<Code>> =
+            all_ids(trie, ROOT).into_iter().filter(|(_, i)| excluded(*i)).map(|(id, _)| id).collect();
+        Exclusion::new(trie, ids.iter().map(Vec::as_slice))
     }
 
     /// A deterministic model: log-softmax of Gaussian logits seeded by `seed` and the prefix, over
@@ -389,7 +492,7 @@ mod tests {
         let model = random_model(6, case.vocab.clone(), None);
         for beam in [1, 2, 3, 100] {
             let mut stepper = FakeStepper::new(&model);
-            beam_search(&mut stepper, &case.trie, &BeamConfig { beam }, &nothing);
+            beam_search(&mut stepper, &case.trie, &BeamConfig { beam }, &Exclusion::default());
             assert_eq!(stepper.starts, 1);
             // Each step carries the kept prefixes: all of that length, or `beam` of them.
             let expected: Vec<usize> = (1..case.vocab.len())
@@ -398,7 +501,77 @@ mod tests {
             assert_eq!(stepper.step_rows, expected);
         }
         let mut stepper = FakeStepper::new(&model);
-        assert!(beam_search(&mut stepper, &case.trie, &BeamConfig { beam: 0 }, &nothing).is_empty());
+        assert!(beam_search(&mut stepper, &case.trie, &BeamConfig { beam: 0 }, &Exclusion::default()).is_empty());
         assert_eq!((stepper.starts, stepper.step_rows.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_batch_of_searches_gives_each_what_it_would_get_alone() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for seed in 0..20 {
+            let case = random_case(&mut rng);
+            let models: Vec<_> = (0..4).map(|g| random_model(seed * 10 + g, case.vocab.clone(), None)).collect();
+            let every_other = |item: ItemIdx| !item.is_multiple_of(2);
+            let beams = [rng.random_range(1..=case.trie.len()), 0, case.trie.len(), rng.random_range(1..=3)];
+            let predicates: [&dyn Fn(ItemIdx) -> bool; 4] = [&nothing, &nothing, &every_other, &|_| true];
+            let exclusions: Vec<Exclusion> = predicates.iter().map(|p| exclusion(&case.trie, p)).collect();
+            let searches: Vec<Search> =
+                beams.iter().zip(&exclusions).map(|(&beam, excluded)| Search { beam, excluded }).collect();
+            let refs: Vec<Model> = models.iter().map(|m| m as Model).collect();
+            let mut stepper = FakeStepper::batch(refs);
+            let together = beam_search_batch(&mut stepper, &case.trie, &searches);
+            assert_eq!(stepper.starts, 1);
+            assert!(stepper.step_rows.len() < case.vocab.len(), "one step per further level at most");
+            for (g, search) in searches.iter().enumerate() {
+                let alone = beam_search(
+                    &mut FakeStepper::new(&models[g]),
+                    &case.trie,
+                    &BeamConfig { beam: search.beam },
+                    search.excluded,
+                );
+                assert_eq!(together[g], alone, "search {g}");
+            }
+            assert!(together[1].is_empty() && together[3].is_empty());
+        }
+    }
+
+    #[test]
+    fn an_exclusion_covers_exactly_the_subtrees_with_nothing_else() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for _ in 0..30 {
+            let case = random_case(&mut rng);
+            let keep = rng.random_range(2..=4);
+            let excluded = |item: ItemIdx| !(item as usize).is_multiple_of(keep);
+            let e = exclusion(&case.trie, &excluded);
+            let mut nodes = vec![ROOT];
+            let mut next = 0;
+            while next < nodes.len() {
+                nodes.extend(case.trie.children(nodes[next]));
+                next += 1;
+            }
+            for node in nodes {
+                let below = all_ids(&case.trie, node);
+                assert_eq!(e.covers(&case.trie, node), below.iter().all(|(_, i)| excluded(*i)), "node {node}");
+            }
+        }
+    }
+
+    /// A model that loves one first code, all of whose items are excluded: without pruning the
+    /// beam would fill with dead prefixes and come back short.
+    #[test]
+    fn excluded_subtrees_do_not_starve_the_beam() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for seed in 0..30 {
+            let case = random_case(&mut rng);
+            let favourite = case.ids[rng.random_range(0..case.ids.len())].clone();
+            let model = random_model(seed, case.vocab.clone(), Some(favourite.clone()));
+            let excluded = |item: ItemIdx| case.ids[item as usize][0] == favourite[0];
+            let left = case.ids.iter().filter(|id| id[0] != favourite[0]).count();
+            for beam in [1, 2, 3, 8] {
+                let found = search(&model, &case.trie, beam, &excluded);
+                assert_eq!(found.len(), beam.min(left), "beam {beam}");
+                assert!(found.iter().all(|h| !excluded(h.item)));
+            }
+        }
     }
 }

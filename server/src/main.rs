@@ -1,6 +1,7 @@
 //! `onerec`: the command line of the onerec generative recommender.
 
 mod commands;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Measure ranking quality on the held-out splits (DESIGN.md §3).
     Eval(commands::eval::EvalArgs),
+    /// Serve feeds and collect events over HTTP.
+    Serve(commands::serve::ServeArgs),
     /// Measure the speed of a stage.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -34,6 +37,7 @@ fn main() -> std::process::ExitCode {
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         Command::Bench(c) => commands::bench::run(c),
     };
     match result {

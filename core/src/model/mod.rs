@@ -2,6 +2,7 @@
 //! feed-forward layers that generates an item's semantic ID code by code (DESIGN.md §2 "Model").
 
 pub mod batch;
+mod incremental;
 mod moe;
 
 use burn::module::Module;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::{ContextConfig, FEEDBACK_BUCKETS};
 use crate::error::{Error, Result};
 pub use batch::Batch;
+pub use incremental::IncrementalDecoder;
 pub use moe::{ExpertLoad, MoeFfn, SwiGlu};
 
 /// Sizes of the model. Stored in the snapshot, so a model is always rebuilt as it was trained.

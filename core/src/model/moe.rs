@@ -4,7 +4,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, Device, Tensor};
 
 /// `down(silu(gate(x)) ⊙ up(x))`.
 #[derive(Module, Debug)]
@@ -53,8 +53,24 @@ impl MoeFfn {
     /// `x`: `[batch, seq, d_model]`. Returns the output and each expert's share of the routing.
     pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, ExpertLoad) {
         let n = self.experts.len();
+        let (out, chosen) = self.route(x);
+        let Some(chosen) = chosen else { return (out, vec![1.0]) };
+        let load: Vec<f32> =
+            chosen.float().sum_dim(0).sum_dim(1).reshape([n]).into_data().try_to_vec::<f32>().expect("f32 load");
+        let total: f32 = load.iter().sum::<f32>().max(1.0);
+        (out, load.iter().map(|l| l / total).collect())
+    }
+
+    /// The output alone, for decoding: reading the load back would stall every step on the device.
+    pub fn infer(&self, x: Tensor<3>) -> Tensor<3> {
+        self.route(x).0
+    }
+
+    /// The gated mixture of the chosen experts, and which experts each token chose (none when dense).
+    fn route(&self, x: Tensor<3>) -> (Tensor<3>, Option<Tensor<3, Bool>>) {
+        let n = self.experts.len();
         if n == 1 {
-            return (self.experts[0].forward(x), vec![1.0]);
+            return (self.experts[0].forward(x), None);
         }
         let [b, t, _] = x.dims();
         let scores = self.router.forward(x.clone());
@@ -62,14 +78,11 @@ impl MoeFfn {
         let kth = biased.clone().topk(self.top_k, 2).narrow(2, self.top_k - 1, 1);
         let chosen = biased.greater_equal(kth);
         let gates = softmax(scores.mask_fill(chosen.clone().bool_not(), -1e9), 2);
-        let load: Vec<f32> =
-            chosen.float().sum_dim(0).sum_dim(1).reshape([n]).into_data().try_to_vec::<f32>().expect("f32 load");
-        let total: f32 = load.iter().sum::<f32>().max(1.0);
         let mut out = Tensor::zeros([b, t, x.dims()[2]], &x.device());
         for (e, expert) in self.experts.iter().enumerate() {
             out = out + expert.forward(x.clone()) * gates.clone().narrow(2, e, 1);
         }
-        (out, load.iter().map(|l| l / total).collect())
+        (out, Some(chosen))
     }
 
     /// Loss-free balancing (DeepSeek-V3): nudge each expert's bias up when it was under-used and

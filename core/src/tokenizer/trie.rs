@@ -99,10 +99,29 @@ impl PrefixTrie {
 
     /// The item with exactly this semantic ID.
     pub fn find(&self, id: &[Code]) -> Option<ItemIdx> {
+        self.leaf(id).and_then(|leaf| self.item(leaf))
+    }
+
+    /// The leaf node of exactly this semantic ID.
+    pub fn leaf(&self, id: &[Code]) -> Option<u32> {
         if id.len() != self.depth {
             return None;
         }
-        id.iter().try_fold(ROOT, |node, &c| self.child(node, c)).and_then(|leaf| self.item(leaf))
+        id.iter().try_fold(ROOT, |node, &c| self.child(node, c))
+    }
+
+    /// The leaves under `node` as positions in ID order (leaf node `l` is position
+    /// `l − first leaf`). One contiguous range, because nodes are numbered breadth-first over sorted
+    /// IDs: the leftmost and rightmost descents bound it.
+    pub fn leaf_range(&self, node: u32) -> std::ops::Range<u32> {
+        let (mut first, mut last) = (node, node);
+        while first < self.first_leaf {
+            first = self.first_child[first as usize];
+        }
+        while last < self.first_leaf {
+            last = self.first_child[last as usize + 1] - 1;
+        }
+        first - self.first_leaf..last - self.first_leaf + 1
     }
 }
 
@@ -160,6 +179,28 @@ mod tests {
         for (path, item) in found {
             assert_eq!(path, ids[item as usize]);
         }
+    }
+
+    /// Each node's leaf range holds exactly the leaves reached by walking down from it.
+    #[test]
+    fn leaf_ranges_match_the_leaves_below_each_node() {
+        let ids: Vec<[Code; 3]> = (0..90u16).map(|i| [i % 5, (i * 7) % 4, i / 3]).collect();
+        let t = trie(&ids);
+        let first_leaf = t.leaf(&ids[0]).unwrap() - t.leaf_range(t.leaf(&ids[0]).unwrap()).start;
+        let nodes = first_leaf + t.len() as u32;
+        for node in 0..nodes {
+            let mut below = Vec::new();
+            let mut stack = vec![node];
+            while let Some(n) = stack.pop() {
+                if t.item(n).is_some() {
+                    below.push(n - first_leaf);
+                }
+                stack.extend(t.children(n));
+            }
+            below.sort_unstable();
+            assert_eq!(below, t.leaf_range(node).collect::<Vec<_>>(), "node {node}");
+        }
+        assert_eq!(t.leaf_range(ROOT), 0..90);
     }
 
     #[test]

@@ -3,9 +3,14 @@
 use std::fmt;
 use std::time::Instant;
 
+use burn::tensor::Device;
 use clap::{Args, Subcommand};
-use onerec_core::tokenizer::{self, RqConfig, TokenizerReport};
-use rand::SeedableRng;
+use onerec_core::data::{Event, Feedback, User};
+use onerec_core::embed::ItemEmbeddings;
+use onerec_core::model::{ModelConfig, Preset};
+use onerec_core::recommend::{DecodeRequest, Recommender};
+use onerec_core::tokenizer::{self, RqConfig, Tokenizer, TokenizerReport};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
@@ -16,6 +21,9 @@ use super::print_report;
 pub enum BenchCommand {
     /// RQ-KMeans on synthetic item embeddings (a mixture of topics), e.g. 1M items × 64 dims.
     Tokenize(TokenizeBenchArgs),
+    /// Feed decoding (encoder once, KV-cached constrained beam search) against a brute-force
+    /// dot-product scorer, by beam width and catalogue size.
+    Decode(DecodeBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +83,7 @@ impl fmt::Display for TokenizeBench {
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Tokenize(args) => bench_tokenize(args),
+        BenchCommand::Decode(args) => bench_decode(args),
     }
 }
 
@@ -93,19 +102,223 @@ fn bench_tokenize(args: TokenizeBenchArgs) -> anyhow::Result<()> {
         }
         last_report = Some(report);
     }
-    let mut sorted = seconds.clone();
-    sorted.sort_by(f64::total_cmp);
     let bench = TokenizeBench {
         items: args.items,
         dim: args.dim,
         levels: args.levels,
         codes: args.codes,
         threads: rayon::current_num_threads(),
-        median_seconds: sorted[sorted.len() / 2],
+        median_seconds: median(&seconds),
         seconds,
         last_report: last_report.expect("at least one run"),
     };
     print_report(&bench, args.json)
+}
+
+#[derive(Args, Debug)]
+pub struct DecodeBenchArgs {
+    /// Catalogue sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub items: Vec<usize>,
+    /// Beam widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
+    pub beams: Vec<usize>,
+    /// Model preset (weights are random: decoding cost does not depend on them).
+    #[arg(long, default_value = "small")]
+    pub preset: Preset,
+    /// Requests timed per setting, one at a time (latency).
+    #[arg(long, default_value_t = 100)]
+    pub requests: usize,
+    /// Requests decoded together when measuring throughput.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Events in each synthetic user's history.
+    #[arg(long, default_value_t = 50)]
+    pub history: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Latency of one request at a time and throughput of batches, in one setting.
+#[derive(Serialize)]
+struct DecodeRow {
+    method: &'static str,
+    items: usize,
+    beam: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Requests per second on one thread, one at a time.
+    requests_per_s: f64,
+    /// Requests per second on one thread in batches of `--batch` (decode only).
+    batched_requests_per_s: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct DecodeBench {
+    preset: Preset,
+    parameters: Vec<(usize, usize)>,
+    batch: usize,
+    requests: usize,
+    rows: Vec<DecodeRow>,
+}
+
+impl fmt::Display for DecodeBench {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "bench decode: {:?} preset, {} requests per setting, batches of {} (one thread each)",
+            self.preset, self.requests, self.batch
+        )?;
+        writeln!(
+            f,
+            "{:<12} {:>9} {:>5} {:>9} {:>9} {:>9} {:>11}",
+            "method", "items", "beam", "p50 ms", "p99 ms", "req/s", "batch req/s"
+        )?;
+        for r in &self.rows {
+            let batched = r.batched_requests_per_s.map_or("-".to_string(), |x| format!("{x:.0}"));
+            writeln!(
+                f,
+                "{:<12} {:>9} {:>5} {:>9.2} {:>9.2} {:>9.0} {:>11}",
+                r.method,
+                r.items,
+                if r.beam == 0 { "-".into() } else { r.beam.to_string() },
+                r.p50_ms,
+                r.p99_ms,
+                r.requests_per_s,
+                batched
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.requests > 0 && args.batch > 0, "--requests and --batch must be at least 1");
+    let device = Device::flex();
+    device.seed(args.seed);
+    let mut rows = Vec::new();
+    let mut parameters = Vec::new();
+    for &items in &args.items {
+        let tokenizer = synthetic_tokenizer(items, args.seed)?;
+        let ids = &tokenizer.semantic_ids;
+        let config = ModelConfig::preset(args.preset, items, ids.level_sizes.clone(), 3, tokenizer.embeddings.dim);
+        parameters.push((items, config.parameter_count()));
+        let model = config.init(&device);
+        let recommender = Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device };
+        let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+        let histories: Vec<Vec<Event>> = (0..args.requests.max(args.batch))
+            .map(|_| {
+                (0..args.history)
+                    .map(|t| Event {
+                        user: 0,
+                        item: rng.random_range(0..items as u32),
+                        timestamp: t as i64,
+                        feedback: Feedback::Rating(rng.random_range(1..=5) as f32),
+                    })
+                    .collect()
+            })
+            .collect();
+        let user = User { id: "bench".into(), features: vec!["age=30".into()] };
+        let request = |h: &[Event], beam| recommender.request(&user, h, beam, true);
+        for &beam in &args.beams {
+            // Warm-up, so that allocations and lazy initialisation are not timed.
+            recommender.recommend_batch(&[request(&histories[0], beam)]);
+            let latencies = time_each(&histories[..args.requests], |h| {
+                recommender.recommend_batch(&[request(h, beam)]);
+            });
+            let batch: Vec<DecodeRequest> = histories[..args.batch].iter().map(|h| request(h, beam)).collect();
+            let batch_times = time_each(&[(); 5], |_| {
+                recommender.recommend_batch(&batch);
+            });
+            let mut row = latency_row("onerec", items, beam, latencies);
+            row.batched_requests_per_s = Some(args.batch as f64 / median(&batch_times));
+            if !args.json {
+                eprintln!("{items} items, beam {beam}: p50 {:.2} ms, p99 {:.2} ms", row.p50_ms, row.p99_ms);
+            }
+            rows.push(row);
+        }
+        // The brute-force baseline: score every item by a dot product with a user vector, keep the top k.
+        let user_vectors: Vec<Vec<f32>> = (0..args.requests)
+            .map(|_| (0..tokenizer.embeddings.dim).map(|_| rng.random::<f32>() - 0.5).collect())
+            .collect();
+        let latencies = time_each(&user_vectors, |u| {
+            std::hint::black_box(brute_force_top_k(&tokenizer.embeddings, u, 64));
+        });
+        rows.push(latency_row("brute-force", items, 0, latencies));
+    }
+    let bench = DecodeBench { preset: args.preset, parameters, batch: args.batch, requests: args.requests, rows };
+    print_report(&bench, args.json)
+}
+
+/// A tokenizer over `items` synthetic items (a 1000-topic mixture of 64-dim embeddings, 3 × 256 codes).
+fn synthetic_tokenizer(items: usize, seed: u64) -> anyhow::Result<Tokenizer> {
+    let dim = 64;
+    let data = topic_mixture(items, dim, 1000, 1.0, seed);
+    let config = RqConfig { levels: 3, codes: 256, max_iters: 10, seed };
+    let (codebooks, semantic_ids, report) = tokenizer::fit(&data, dim, &config)?;
+    Ok(Tokenizer {
+        dataset: "bench".into(),
+        item_ids: (0..items).map(|i| i.to_string()).collect(),
+        embeddings: ItemEmbeddings { dim, data },
+        config,
+        codebooks,
+        semantic_ids,
+        report,
+    })
+}
+
+/// Seconds each call of `f` took, one per input.
+fn time_each<T>(inputs: &[T], mut f: impl FnMut(&T)) -> Vec<f64> {
+    inputs
+        .iter()
+        .map(|x| {
+            let started = Instant::now();
+            f(x);
+            started.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
+fn median(seconds: &[f64]) -> f64 {
+    let mut sorted = seconds.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+fn latency_row(method: &'static str, items: usize, beam: usize, seconds: Vec<f64>) -> DecodeRow {
+    let mut sorted = seconds;
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| 1000.0 * sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    let mean = sorted.iter().sum::<f64>() / sorted.len() as f64;
+    DecodeRow {
+        method,
+        items,
+        beam,
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        requests_per_s: 1.0 / mean,
+        batched_requests_per_s: None,
+    }
+}
+
+/// The `k` items of highest dot product with `user`: what retrieval without generation costs.
+fn brute_force_top_k(embeddings: &ItemEmbeddings, user: &[f32], k: usize) -> Vec<(f32, usize)> {
+    let mut scored: Vec<(f32, usize)> = embeddings
+        .data
+        .chunks_exact(embeddings.dim)
+        .enumerate()
+        .map(|(i, row)| (row.iter().zip(user).map(|(a, b)| a * b).sum(), i))
+        .collect();
+    let k = k.min(scored.len());
+    if k < scored.len() {
+        scored.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
+        scored.truncate(k);
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored
 }
 
 /// Unit vectors scattered around `topics` random centres, like embeddings of items on topics.

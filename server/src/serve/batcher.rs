@@ -1,0 +1,105 @@
+//! Dynamic batching of decodes. Requests that arrive within a short window share one encoder pass
+//! and one decoder step per ID position (`Recommender::recommend_batch`), which amortises the
+//! per-operation cost that dominates small models on the CPU.
+//!
+//! A fixed pool of worker threads owns the decoding; the async handlers only queue a job and await
+//! its answer, so a slow decode never blocks the runtime.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use onerec_core::decode::Hypothesis;
+use onerec_core::recommend::DecodeRequest;
+use tokio::sync::oneshot;
+
+use super::engine::Engine;
+use super::metrics::Metrics;
+
+/// How requests are grouped.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchConfig {
+    /// How long the first request of a batch waits for company.
+    pub window: Duration,
+    /// The most requests decoded together.
+    pub max_batch: usize,
+    /// Decoding threads.
+    pub workers: usize,
+}
+
+struct Job {
+    engine: Arc<Engine>,
+    request: DecodeRequest,
+    reply: oneshot::Sender<Vec<Hypothesis>>,
+}
+
+/// Queue to the decoding workers; cheap to clone.
+#[derive(Clone)]
+pub struct Batcher {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Batcher {
+    pub fn start(config: BatchConfig, metrics: Arc<Metrics>) -> Batcher {
+        let (jobs, queue) = mpsc::channel();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..config.workers.max(1) {
+            let queue = queue.clone();
+            let metrics = metrics.clone();
+            thread::Builder::new()
+                .name(format!("decoder-{i}"))
+                .spawn(move || work(&queue, config, &metrics))
+                .expect("spawn a decoding thread");
+        }
+        Batcher { jobs }
+    }
+
+    /// Decodes one request with `engine`; `None` when decoding failed.
+    pub async fn decode(&self, engine: Arc<Engine>, request: DecodeRequest) -> Option<Vec<Hypothesis>> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job { engine, request, reply }).ok()?;
+        answer.await.ok()
+    }
+}
+
+fn work(queue: &Mutex<mpsc::Receiver<Job>>, config: BatchConfig, metrics: &Metrics) {
+    while let Some(mut jobs) = next_batch(queue, config) {
+        // A batch shares one engine; jobs queued across a reload wait for the next round.
+        while !jobs.is_empty() {
+            let engine = jobs[0].engine.clone();
+            let (same, rest): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| Arc::ptr_eq(&j.engine, &engine));
+            jobs = rest;
+            let requests: Vec<DecodeRequest> = same.iter().map(|j| j.request.clone()).collect();
+            let started = Instant::now();
+            let decoded = catch_unwind(AssertUnwindSafe(|| engine.recommender().recommend_batch(&requests)));
+            metrics.observe_batch(same.len(), started.elapsed());
+            match decoded {
+                Ok(results) => {
+                    for (job, result) in same.into_iter().zip(results) {
+                        let _ = job.reply.send(result);
+                    }
+                }
+                // Dropping the replies answers each request with an error; the worker lives on.
+                Err(_) => tracing::error!("decoding a batch of {} panicked", same.len()),
+            }
+        }
+    }
+}
+
+/// Waits for a job, then gathers more until the window closes or the batch is full. `None` once
+/// every sender is gone.
+fn next_batch(queue: &Mutex<mpsc::Receiver<Job>>, config: BatchConfig) -> Option<Vec<Job>> {
+    let queue = queue.lock().expect("decode queue lock");
+    let first = queue.recv().ok()?;
+    let deadline = Instant::now() + config.window;
+    let mut jobs = vec![first];
+    while jobs.len() < config.max_batch {
+        match queue.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(job) => jobs.push(job),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Some(jobs)
+}

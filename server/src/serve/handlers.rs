@@ -1,0 +1,280 @@
+//! The HTTP handlers: each validates its input, does one thing, and answers JSON.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use onerec_core::api::{EventBatch, EventKind, EventsStored, Feed, FeedItem, History, ItemInfo, NewEvent, Users};
+use onerec_core::data::User;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::engine::Engine;
+use super::error::{ApiJson, ApiQuery, AppError};
+use super::store::UserEvent;
+
+type Shared = State<Arc<AppState>>;
+
+/// Query of `GET /v1/feed`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FeedQuery {
+    /// The user; omit it for an anonymous cold-start feed.
+    user: Option<String>,
+    /// Slate size (default 10).
+    k: Option<usize>,
+    /// Candidates in all, slate included, for on-device re-ranking (default `k`).
+    pool: Option<usize>,
+    /// Beam width (default: the larger of `pool` and 32); at least `pool`.
+    beam: Option<usize>,
+    /// Leave out items the user has already seen (default true).
+    exclude_seen: Option<bool>,
+}
+
+/// The slate for a user, decoded by constrained beam search.
+#[utoipa::path(get, path = "/v1/feed", params(FeedQuery), responses(
+    (status = 200, body = Feed), (status = 400, body = onerec_core::api::ApiError),
+    (status = 404, body = onerec_core::api::ApiError), (status = 503, body = onerec_core::api::ApiError)))]
+pub async fn feed(State(state): Shared, ApiQuery(query): ApiQuery<FeedQuery>) -> Result<Json<Feed>, AppError> {
+    let limits = &state.limits;
+    let k = query.k.unwrap_or(10);
+    if k == 0 || k > limits.max_k {
+        return Err(AppError::bad_request(format!("k must be between 1 and {}, not {k}", limits.max_k)));
+    }
+    let pool = query.pool.unwrap_or(k);
+    if pool < k || pool > limits.max_pool {
+        return Err(AppError::bad_request(format!("pool must be between k = {k} and {}, not {pool}", limits.max_pool)));
+    }
+    let beam = query.beam.unwrap_or(pool.max(32));
+    if beam < pool || beam > limits.max_beam {
+        return Err(AppError::bad_request(format!(
+            "beam must be between pool = {pool} and {}, not {beam}",
+            limits.max_beam
+        )));
+    }
+    let (user, history) = match &query.user {
+        Some(id) => state.histories.history(&state.catalogue, id).ok_or_else(|| {
+            AppError::not_found(
+                "unknown_user",
+                format!("no user {id:?}: omit `user` for a cold-start feed, or post events for them first"),
+            )
+        })?,
+        None => (User { id: String::new(), features: Vec::new() }, Vec::new()),
+    };
+    // Beyond the concurrency bound, refuse at once rather than queue without limit.
+    let _slot = state.decode_slots.clone().try_acquire_owned().map_err(|_| AppError::overloaded())?;
+    let engine = state.engine();
+    let request = engine.recommender().request(&user, &history, beam, query.exclude_seen.unwrap_or(true));
+    let decoded = tokio::time::timeout(limits.timeout, state.batcher.decode(engine.clone(), request))
+        .await
+        .map_err(|_| timed_out("decoding"))?
+        .ok_or_else(|| AppError::internal("decoding failed"))?;
+    let mut items: Vec<FeedItem> = decoded.iter().take(pool).map(|h| engine.feed_item(&state.catalogue, h)).collect();
+    let pool = items.split_off(k.min(items.len()));
+    Ok(Json(Feed { user: query.user, items, pool, cold_start: history.is_empty(), model: engine.id.clone() }))
+}
+
+/// Stores a batch of events durably (fsynced before the answer); idempotent on `event_id`.
+#[utoipa::path(post, path = "/v1/events", request_body = EventBatch, responses(
+    (status = 200, body = EventsStored), (status = 400, body = onerec_core::api::ApiError),
+    (status = 413, body = onerec_core::api::ApiError), (status = 422, body = onerec_core::api::ApiError)))]
+pub async fn post_events(
+    State(state): Shared,
+    ApiJson(batch): ApiJson<EventBatch>,
+) -> Result<Json<EventsStored>, AppError> {
+    if batch.events.is_empty() || batch.events.len() > state.limits.max_events {
+        return Err(AppError::bad_request(format!(
+            "a batch holds 1 to {} events, not {}",
+            state.limits.max_events,
+            batch.events.len()
+        )));
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let events = batch
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            validate(&state, e, now)
+                .map_err(|detail| AppError::invalid("invalid_event", format!("event {i}: {detail}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // On a timeout the batch may still commit; a retry with the same event ids is harmless.
+    let stored = tokio::time::timeout(state.limits.timeout, state.store.append(events))
+        .await
+        .map_err(|_| timed_out("storing the events"))?
+        .map_err(AppError::internal)?;
+    state.metrics.observe_events(stored.stored, stored.duplicates);
+    Ok(Json(stored))
+}
+
+fn timed_out(what: &str) -> AppError {
+    AppError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", format!("{what} took too long; retry"))
+}
+
+/// Longest id accepted for events and users.
+const MAX_ID_LEN: usize = 128;
+
+fn validate(state: &AppState, e: NewEvent, now: i64) -> Result<UserEvent, String> {
+    for (name, id) in [("event_id", &e.event_id), ("user", &e.user), ("item", &e.item)] {
+        if id.is_empty() || id.len() > MAX_ID_LEN {
+            return Err(format!("{name} must be 1 to {MAX_ID_LEN} bytes long"));
+        }
+    }
+    if state.catalogue.item(&e.item).is_none() {
+        return Err(format!("unknown item {:?}", e.item));
+    }
+    let value = match (e.kind, e.value) {
+        (EventKind::Rating | EventKind::WatchTime, None) => return Err(format!("a {:?} event needs a value", e.kind)),
+        (_, Some(v)) if !v.is_finite() || v < 0.0 => return Err(format!("value must be finite and ≥ 0, not {v}")),
+        (EventKind::Rating | EventKind::WatchTime, v) => v,
+        _ => None,
+    };
+    if e.timestamp.is_some_and(|t| t < 0) {
+        return Err("timestamp must be Unix seconds ≥ 0".into());
+    }
+    let event = onerec_core::api::StoredEvent {
+        event_id: e.event_id,
+        item: e.item,
+        kind: e.kind,
+        value,
+        timestamp: e.timestamp.unwrap_or(now),
+    };
+    Ok(UserEvent { user: e.user, event })
+}
+
+/// The events stored for a user since the data set, newest first.
+#[utoipa::path(get, path = "/v1/users/{id}/history", params(("id" = String, Path)), responses(
+    (status = 200, body = History), (status = 404, body = onerec_core::api::ApiError)))]
+pub async fn history(State(state): Shared, Path(id): Path<String>) -> Result<Json<History>, AppError> {
+    let events = state
+        .histories
+        .recent(&state.catalogue, &id)
+        .ok_or_else(|| AppError::not_found("unknown_user", format!("no user {id:?}")))?;
+    Ok(Json(History { user: id, events }))
+}
+
+/// Query of `GET /v1/users`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsersQuery {
+    offset: Option<usize>,
+    /// At most 1000 (default 20).
+    limit: Option<usize>,
+}
+
+/// Known users: the data set's, then those who exist only through events.
+#[utoipa::path(get, path = "/v1/users", params(UsersQuery), responses((status = 200, body = Users)))]
+pub async fn users(State(state): Shared, ApiQuery(query): ApiQuery<UsersQuery>) -> Result<Json<Users>, AppError> {
+    let limit = query.limit.unwrap_or(20);
+    if limit > 1000 {
+        return Err(AppError::bad_request(format!("limit must be at most 1000, not {limit}")));
+    }
+    let known = state.catalogue.dataset.users.iter().map(|u| u.id.clone());
+    let new = state.histories.new_users(&state.catalogue);
+    let total = state.catalogue.dataset.users.len() + new.len();
+    let users = known.chain(new).skip(query.offset.unwrap_or(0)).take(limit).collect();
+    Ok(Json(Users { users, total }))
+}
+
+#[utoipa::path(get, path = "/v1/items/{id}", params(("id" = String, Path)), responses(
+    (status = 200, body = ItemInfo), (status = 404, body = onerec_core::api::ApiError)))]
+pub async fn item(State(state): Shared, Path(id): Path<String>) -> Result<Json<ItemInfo>, AppError> {
+    let index =
+        state.catalogue.item(&id).ok_or_else(|| AppError::not_found("unknown_item", format!("no item {id:?}")))?;
+    Ok(Json(state.engine().item_info(&state.catalogue, index)))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: a model is loaded and decodes.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = onerec_core::api::ApiError)))]
+pub async fn readyz(State(state): Shared) -> Result<&'static str, AppError> {
+    let engine = state.engine();
+    let request = engine.recommender().request(&User { id: String::new(), features: Vec::new() }, &[], 1, false);
+    match state.batcher.decode(engine, request).await {
+        Some(items) if !items.is_empty() => Ok("ready"),
+        _ => Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the decoder does not answer")),
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(State(state): Shared) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// Body of `POST /admin/reload`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct ReloadRequest {
+    /// The snapshot to load; the one the server started with when absent.
+    #[schema(value_type = Option<String>)]
+    snapshot: Option<std::path::PathBuf>,
+}
+
+/// Answer of `POST /admin/reload`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Reloaded {
+    /// The id of the snapshot now serving.
+    model: String,
+    previous: String,
+}
+
+/// Swaps in a new snapshot atomically: requests in flight finish on the old one. A snapshot that
+/// fails to load is refused and the old one keeps serving.
+#[utoipa::path(post, path = "/admin/reload", request_body = ReloadRequest, security(("bearer" = [])), responses(
+    (status = 200, body = Reloaded), (status = 401, body = onerec_core::api::ApiError),
+    (status = 403, body = onerec_core::api::ApiError), (status = 422, body = onerec_core::api::ApiError)))]
+pub async fn reload(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Reloaded>, AppError> {
+    authorise(&state, &headers)?;
+    // The body is optional, so it is parsed here rather than by a `Json` extractor.
+    let request: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReloadRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?
+    };
+    let path = request.snapshot.unwrap_or_else(|| state.snapshot_path.clone());
+    let loader = state.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::load(&path, &loader.catalogue.dataset, &loader.device))
+        .await
+        .map_err(|e| AppError::internal(format!("the loader failed: {e}")))?
+        .map_err(|e| AppError::invalid("bad_snapshot", format!("{e:#}; the current model keeps serving")))?;
+    let model = engine.id.clone();
+    let previous = state.swap_engine(engine);
+    tracing::info!(%model, %previous, "reloaded the snapshot");
+    Ok(Json(Reloaded { model, previous }))
+}
+
+/// 401 without a bearer token, 403 with a wrong one (or when no admin token is configured).
+fn authorise(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(token) =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorised",
+            "send Authorization: Bearer <admin token>",
+        ));
+    };
+    match &state.admin_token {
+        Some(expected) if constant_time_eq(expected.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(AppError::new(StatusCode::FORBIDDEN, "forbidden", "wrong admin token")),
+        None => Err(AppError::new(StatusCode::FORBIDDEN, "forbidden", "admin is disabled: start with --admin-token")),
+    }
+}
+
+/// Compares secrets without leaking the position of the first difference through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,355 @@
+//! End-to-end tests of `onerec serve`: the real binary on a loopback port, driven over HTTP.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Server, client, get, post, trained_fixture};
+use serde_json::{Value, json};
+
+fn ids(items: &Value) -> Vec<String> {
+    items.as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+fn first_user(agent: &ureq::Agent, server: &Server) -> String {
+    let (status, users) = get(agent, &format!("{}/v1/users?limit=1", server.url));
+    assert_eq!(status, 200);
+    users["users"][0].as_str().unwrap().to_string()
+}
+
+fn events(user: &str, items: &[String], kind: &str, prefix: &str) -> String {
+    let events: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| json!({"event_id": format!("{prefix}-{i}"), "user": user, "item": item, "kind": kind}))
+        .collect();
+    json!({ "events": events }).to_string()
+}
+
+#[test]
+fn feeds_follow_events_and_cold_users_get_a_slate() {
+    let fixture = trained_fixture();
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(&fixture.snapshot, &fixture.data, state.path(), &[]);
+    let agent = client();
+    let user = first_user(&agent, &server);
+
+    let (status, feed) = get(&agent, &format!("{}/v1/feed?user={user}&k=5&pool=20", server.url));
+    assert_eq!(status, 200, "{feed}");
+    assert_eq!(feed["items"].as_array().unwrap().len(), 5);
+    assert_eq!(feed["pool"].as_array().unwrap().len(), 15);
+    assert_eq!(feed["cold_start"], false);
+    let slate = ids(&feed["items"]);
+    let all: HashSet<String> = slate.iter().chain(&ids(&feed["pool"])).cloned().collect();
+    assert_eq!(all.len(), 20, "slate and pool are distinct items");
+    let scores: Vec<f64> = feed["items"].as_array().unwrap().iter().map(|i| i["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+    // Each item is the catalogue's, with its semantic ID and a compact embedding.
+    let (status, item) = get(&agent, &format!("{}/v1/items/{}", server.url, slate[0]));
+    assert_eq!(status, 200);
+    assert_eq!(item["semantic_id"], feed["items"][0]["semantic_id"]);
+    assert_eq!(item["embedding"].as_array().unwrap().len(), 32);
+
+    // The user likes the whole slate; the next feed reflects it (seen items leave the slate).
+    let (status, stored) = post(&agent, &format!("{}/v1/events", server.url), &events(&user, &slate, "like", "a"), &[]);
+    assert_eq!((status, stored["stored"].as_u64(), stored["duplicates"].as_u64()), (200, Some(5), Some(0)));
+    let (_, after) = get(&agent, &format!("{}/v1/feed?user={user}&k=5&pool=20", server.url));
+    assert!(ids(&after["items"]).iter().all(|i| !slate.contains(i)), "{after}");
+    let (_, history) = get(&agent, &format!("{}/v1/users/{user}/history", server.url));
+    let history_ids: Vec<&str> =
+        history["events"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    assert_eq!(history_ids, ["a-4", "a-3", "a-2", "a-1", "a-0"], "newest first");
+
+    // A retry is stored once.
+    let (status, again) = post(&agent, &format!("{}/v1/events", server.url), &events(&user, &slate, "like", "a"), &[]);
+    assert_eq!((status, again["stored"].as_u64(), again["duplicates"].as_u64()), (200, Some(0), Some(5)));
+    let (_, history) = get(&agent, &format!("{}/v1/users/{user}/history", server.url));
+    assert_eq!(history["events"].as_array().unwrap().len(), 5);
+
+    // Anonymous and brand-new users: a cold-start slate from an empty context.
+    let (status, cold) = get(&agent, &format!("{}/v1/feed?k=4", server.url));
+    assert_eq!((status, cold["cold_start"].as_bool(), cold["items"].as_array().unwrap().len()), (200, Some(true), 4));
+    let (status, _) = get(&agent, &format!("{}/v1/feed?user=newcomer", server.url));
+    assert_eq!(status, 404);
+    let (status, _) =
+        post(&agent, &format!("{}/v1/events", server.url), &events("newcomer", &slate[..1], "click", "n"), &[]);
+    assert_eq!(status, 200);
+    let (status, feed) = get(&agent, &format!("{}/v1/feed?user=newcomer&k=3", server.url));
+    assert_eq!((status, feed["cold_start"].as_bool()), (200, Some(false)));
+    assert!(!ids(&feed["items"]).contains(&slate[0]));
+
+    // Operations: health, readiness, metrics and the API description.
+    assert_eq!(get(&agent, &format!("{}/healthz", server.url)).0, 200);
+    assert_eq!(get(&agent, &format!("{}/readyz", server.url)).0, 200);
+    let metrics = agent.get(format!("{}/metrics", server.url)).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(metrics.contains("onerec_http_requests_total{route=\"/v1/feed\",status=\"200\"}"), "{metrics}");
+    assert!(metrics.contains("onerec_decode_batch_size_count"), "{metrics}");
+    let (_, openapi) = get(&agent, &format!("{}/openapi.json", server.url));
+    for route in ["/v1/feed", "/v1/events", "/v1/users/{id}/history", "/v1/items/{id}", "/admin/reload", "/metrics"] {
+        assert!(openapi["paths"].get(route).is_some(), "{route} is documented");
+    }
+}
+
+#[test]
+fn bad_input_gets_a_json_error_and_changes_nothing() {
+    let fixture = trained_fixture();
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(&fixture.snapshot, &fixture.data, state.path(), &["--admin-token", "s3cret"]);
+    let agent = client();
+    let user = first_user(&agent, &server);
+    let url = |p: &str| format!("{}{p}", server.url);
+    let item = ids(&get(&agent, &url("/v1/feed?k=1")).1["items"])[0].clone();
+    let expect = |(status, body): (u16, Value), want: u16, what: &str| {
+        assert_eq!(status, want, "{what}: {body}");
+        assert!(body["error"].is_string() && body["detail"].is_string(), "{what}: {body}");
+    };
+    expect(get(&agent, &url(&format!("/v1/feed?user={user}&k=0"))), 400, "k = 0");
+    expect(get(&agent, &url(&format!("/v1/feed?user={user}&k=100000"))), 400, "huge k");
+    expect(get(&agent, &url(&format!("/v1/feed?user={user}&k=-3"))), 400, "negative k");
+    expect(get(&agent, &url("/v1/feed?k=10&pool=5")), 400, "pool below k");
+    expect(get(&agent, &url("/v1/feed?k=10&beam=100000")), 400, "huge beam");
+    expect(get(&agent, &url("/v1/feed?user=nobody")), 404, "unknown user");
+    expect(get(&agent, &url("/v1/users/nobody/history")), 404, "unknown user's history");
+    expect(get(&agent, &url("/v1/items/nothing")), 404, "unknown item");
+    expect(get(&agent, &url("/v1/nothing")), 404, "unknown route");
+    let events_url = url("/v1/events");
+    expect(post(&agent, &events_url, "{\"events\": [", &[]), 400, "malformed JSON");
+    expect(post(&agent, &events_url, "{\"events\": []}", &[]), 400, "empty batch");
+    let one = |e: Value| json!({ "events": [e] }).to_string();
+    let good = json!({"event_id": "ok", "user": user, "item": item, "kind": "like"});
+    let unknown_item = json!({"event_id": "x1", "user": user, "item": "no-such-item", "kind": "like"});
+    // A batch with one bad event is refused whole: the good one is not stored either.
+    let mixed = json!({ "events": [good, unknown_item] }).to_string();
+    expect(post(&agent, &events_url, &mixed, &[]), 422, "unknown item");
+    let rating = |value: Value| json!({"event_id": "x2", "user": user, "item": item, "kind": "rating", "value": value});
+    expect(post(&agent, &events_url, &one(rating(json!(-2.0))), &[]), 422, "negative rating");
+    expect(post(&agent, &events_url, &one(rating(Value::Null)), &[]), 422, "rating without a value");
+    let poke = json!({"event_id": "x3", "user": user, "item": item, "kind": "poke"});
+    expect(post(&agent, &events_url, &one(poke), &[]), 422, "unknown kind");
+    expect(post(&agent, &events_url, &"x".repeat(3 << 20), &[]), 413, "oversized body");
+    let (_, history) = get(&agent, &url(&format!("/v1/users/{user}/history")));
+    assert_eq!(history["events"], json!([]), "nothing was stored");
+
+    // Admin needs the token; a corrupt snapshot is refused and the old model keeps serving.
+    let reload = url("/admin/reload");
+    expect(post(&agent, &reload, "{}", &[]), 401, "reload without a token");
+    expect(post(&agent, &reload, "{}", &[("authorization", "Bearer wrong")]), 403, "reload with a wrong token");
+    let model = get(&agent, &url("/v1/feed?k=1")).1["model"].clone();
+    let corrupt = state.path().join("corrupt.snap");
+    let bytes = std::fs::read(&fixture.snapshot).unwrap();
+    std::fs::write(&corrupt, &bytes[..bytes.len() - 100]).unwrap();
+    let body = json!({ "snapshot": corrupt }).to_string();
+    let (status, error) = post(&agent, &reload, &body, &[("authorization", "Bearer s3cret")]);
+    assert_eq!(status, 422, "{error}");
+    assert!(error["detail"].as_str().unwrap().contains("truncated"), "{error}");
+    let (status, feed) = get(&agent, &url("/v1/feed?k=1"));
+    assert_eq!((status, &feed["model"]), (200, &model));
+}
+
+#[test]
+fn reload_under_concurrent_load_fails_no_request() {
+    let fixture = trained_fixture();
+    let state = tempfile::tempdir().unwrap();
+    // A second file of the same model: a different snapshot id, so the swap is visible.
+    let other = state.path().join("other.snap");
+    std::fs::copy(&fixture.snapshot, &other).unwrap();
+    let server = Server::start(&fixture.snapshot, &fixture.data, state.path(), &["--admin-token", "t"]);
+    let user = first_user(&client(), &server);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let models = Arc::new(Mutex::new(HashSet::new()));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, failures, models) = (stop.clone(), failures.clone(), models.clone());
+            let url = format!("{}/v1/feed?user={user}&k=5", server.url);
+            thread::spawn(move || {
+                let agent = client();
+                let mut count = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, feed) = get(&agent, &url);
+                    if status == 200 {
+                        models.lock().unwrap().insert(feed["model"].as_str().unwrap().to_string());
+                    } else {
+                        failures.lock().unwrap().push((status, feed));
+                    }
+                    count += 1;
+                }
+                count
+            })
+        })
+        .collect();
+    let agent = client();
+    for snapshot in [&other, &fixture.snapshot, &other] {
+        thread::sleep(Duration::from_millis(300));
+        let body = json!({ "snapshot": snapshot }).to_string();
+        let (status, answer) =
+            post(&agent, &format!("{}/admin/reload", server.url), &body, &[("authorization", "Bearer t")]);
+        assert_eq!(status, 200, "{answer}");
+    }
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let requests: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(failures.lock().unwrap().is_empty(), "{:?}", failures.lock().unwrap());
+    assert!(requests > 20, "only {requests} requests ran");
+    assert_eq!(models.lock().unwrap().len(), 2, "both snapshots served: {:?}", models.lock().unwrap());
+}
+
+/// Posts events from several clients, kills the server with SIGKILL mid-stream, restarts it on the
+/// same store, and finds every acknowledged event.
+#[test]
+fn every_acknowledged_event_survives_kill_9() {
+    let fixture = trained_fixture();
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(&fixture.snapshot, &fixture.data, state.path(), &[]);
+    let agent = client();
+    let user = first_user(&agent, &server);
+    let items = ids(&get(&agent, &format!("{}/v1/feed?k=20", server.url)).1["items"]);
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (acknowledged, sent, items) = (acknowledged.clone(), sent.clone(), items.clone());
+            let url = format!("{}/v1/events", server.url);
+            let user = user.clone();
+            thread::spawn(move || {
+                // A short timeout: requests in flight at the kill just fail.
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(5)))
+                    .build()
+                    .into();
+                for n in 0.. {
+                    let id = format!("w{w}-{n}");
+                    let body = events(&user, &items[n % items.len()..][..1], "click", &id);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    match agent.post(&url).header("content-type", "application/json").send(&body) {
+                        Ok(r) if r.status() == 200 => acknowledged.lock().unwrap().push(format!("{id}-0")),
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    while acknowledged.lock().unwrap().len() < 40 {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut server = server;
+    server.child.kill().unwrap(); // SIGKILL: no shutdown hook runs.
+    server.child.wait().unwrap();
+    writers.into_iter().for_each(|w| w.join().unwrap());
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    drop(server);
+
+    let restarted = Server::start(&fixture.snapshot, &fixture.data, state.path(), &[]);
+    let (status, history) = get(&agent, &format!("{}/v1/users/{user}/history", restarted.url));
+    assert_eq!(status, 200);
+    let stored: HashSet<&str> =
+        history["events"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    let lost: Vec<&String> = acknowledged.iter().filter(|id| !stored.contains(id.as_str())).collect();
+    assert!(lost.is_empty(), "{} of {} acknowledged events lost: {lost:?}", lost.len(), acknowledged.len());
+    assert!(stored.len() <= sent.load(Ordering::Relaxed), "nothing is invented");
+
+    // SIGTERM: a clean exit, and the store is complete after it too.
+    let (status, _) =
+        post(&agent, &format!("{}/v1/events", restarted.url), &events(&user, &items[..1], "like", "last"), &[]);
+    assert_eq!(status, 200);
+    assert!(restarted.terminate().success());
+    let again = Server::start(&fixture.snapshot, &fixture.data, state.path(), &[]);
+    let (_, history) = get(&agent, &format!("{}/v1/users/{user}/history", again.url));
+    assert_eq!(history["events"][0]["event_id"], "last-0");
+}
+
+#[test]
+fn beyond_the_concurrency_bound_the_answer_is_503_not_a_hang() {
+    let fixture = trained_fixture();
+    let state = tempfile::tempdir().unwrap();
+    // One decode admitted at a time, and each held for the batching window.
+    let server = Server::start(
+        &fixture.snapshot,
+        &fixture.data,
+        state.path(),
+        &["--max-decodes", "1", "--workers", "1", "--batch-window-ms", "300"],
+    );
+    let url = format!("{}/v1/feed?k=5", server.url);
+    let answers: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            thread::spawn(move || {
+                let mut response = client().get(&url).call().unwrap();
+                let retry = response.headers().get("retry-after").is_some();
+                let body: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+                (response.status().as_u16(), retry, body["error"].clone())
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    let refused: Vec<_> = answers.iter().filter(|(status, _, _)| *status == 503).collect();
+    assert!(statuses.iter().all(|status| [200, 503].contains(status)), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(!refused.is_empty(), "8 concurrent feeds against a bound of 1: {statuses:?}");
+    assert!(refused.iter().all(|(_, retry, error)| *retry && error == "overloaded"), "{refused:?}");
+}
+
+/// A bounded load test on loopback: N clients for a fixed time, mixing feeds and events. It
+/// reports latency (run with `--nocapture` to see it) and requires zero errors.
+#[test]
+fn load_test_has_no_errors() {
+    let fixture = trained_fixture();
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(&fixture.snapshot, &fixture.data, state.path(), &[]);
+    let agent = client();
+    let (_, users) = get(&agent, &format!("{}/v1/users?limit=50", server.url));
+    let users: Vec<String> =
+        users["users"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect();
+    let items = ids(&get(&agent, &format!("{}/v1/feed?k=20", server.url)).1["items"]);
+    let (clients, duration) = (8, Duration::from_secs(4));
+    let deadline = Instant::now() + duration;
+    let results: Vec<(Vec<f64>, usize)> = (0..clients)
+        .map(|c| {
+            let (users, items, base) = (users.clone(), items.clone(), server.url.clone());
+            thread::spawn(move || {
+                let agent = client();
+                let (mut latencies, mut errors) = (Vec::new(), 0);
+                for n in 0.. {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    let user = &users[(c * 7 + n) % users.len()];
+                    let started = Instant::now();
+                    let status = if n % 4 == 3 {
+                        let body = events(user, &items[n % items.len()..][..1], "click", &format!("load-{c}-{n}"));
+                        post(&agent, &format!("{base}/v1/events"), &body, &[]).0
+                    } else {
+                        get(&agent, &format!("{base}/v1/feed?user={user}&k=10&beam=64")).0
+                    };
+                    latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                    errors += usize::from(status != 200);
+                }
+                (latencies, errors)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let errors: usize = results.iter().map(|r| r.1).sum();
+    let mut latencies: Vec<f64> = results.into_iter().flat_map(|r| r.0).collect();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "load test: {clients} clients for {duration:?}: {} requests ({:.0}/s), {errors} errors, p50 {:.1} ms, p99 {:.1} ms",
+        latencies.len(),
+        latencies.len() as f64 / duration.as_secs_f64(),
+        at(0.5),
+        at(0.99)
+    );
+    assert_eq!(errors, 0);
+    assert!(latencies.len() >= clients, "every client completed requests");
+}
