@@ -183,6 +183,12 @@ impl Browser {
         v.as_u64().unwrap_or_else(|| panic!("#{id} has no count: {v}"))
     }
 
+    /// Waits until the counter `#id` shows `n`.
+    async fn wait_count(&self, id: &str, n: u64) {
+        self.wait_until(&format!("document.getElementById('{id}').dataset.count === '{n}'"), &format!("#{id} = {n}"))
+            .await;
+    }
+
     /// Clicks a card's like or skip button, as a person would.
     async fn react(&self, item: &str, button: &str) {
         let css = format!("article.card[data-id=\"{item}\"] button.{button}");
@@ -298,8 +304,8 @@ async fn feed_renders_from_the_server_and_likes_rerank_on_the_device() {
     }
     let (&kind, &(top_before, below)) = per_kind
         .iter()
-        .filter(|(_, &(_, below))| below >= 5)
-        .min_by_key(|(k, &(top, _))| (top, **k))
+        .filter(|(_, counts)| counts.1 >= 5)
+        .min_by_key(|(k, counts)| (counts.0, **k))
         .expect("some kind has at least five cards below the first page");
     assert!(top_before < 10);
 
@@ -324,7 +330,7 @@ async fn feed_renders_from_the_server_and_likes_rerank_on_the_device() {
     browser.screenshot("feed-after-likes.png").await;
 
     // The likes reached the server, once each.
-    browser.wait_until("document.getElementById('queued').dataset.count === '0'", "the queue to drain").await;
+    browser.wait_count("queued", 0).await;
     let stored: Vec<String> = stored_events(&server.url, &user).into_iter().map(|e| e.1).collect();
     assert_eq!(stored, liked);
     browser.close().await;
@@ -349,7 +355,7 @@ async fn offline_feed_queues_events_and_flushes_each_once() {
         let first = browser.card_ids().await[0].clone();
         browser.react(&first, button).await;
         expected.push((first, button.to_string()));
-        assert_eq!(browser.count("queued").await, n as u64 + 1);
+        browser.wait_count("queued", n as u64 + 1).await;
     }
     assert!(browser.card_ids().await.len() >= 5, "the feed still shows cards offline");
     browser.client.find(Locator::Id("load-more")).await.unwrap().click().await.unwrap();
@@ -364,15 +370,15 @@ async fn offline_feed_queues_events_and_flushes_each_once() {
     browser.client.refresh().await.unwrap();
     browser.wait_until("document.querySelectorAll('article.card').length >= 5", "cards from the saved pool").await;
     browser.wait_until("document.getElementById('status').dataset.source === 'cache'", "the saved pool").await;
-    assert_eq!(browser.count("queued").await, 3);
+    browser.wait_count("queued", 3).await;
     let first = browser.card_ids().await[0].clone();
     browser.react(&first, "like").await;
     expected.push((first, "like".to_string()));
-    assert_eq!(browser.count("queued").await, 4);
+    browser.wait_count("queued", 4).await;
 
     // Back: the queue drains by itself, in order, and each event is stored exactly once.
     let server = Server::start(port, data_dir.path());
-    browser.wait_until("document.getElementById('queued').dataset.count === '0'", "the queue to drain").await;
+    browser.wait_count("queued", 0).await;
     let stored = stored_events(&server.url, &user);
     let got: Vec<(String, String)> = stored.iter().map(|e| (e.1.clone(), e.2.clone())).collect();
     assert_eq!(got, expected, "every queued event, in order, once");
@@ -389,11 +395,13 @@ async fn offline_feed_queues_events_and_flushes_each_once() {
 #[ignore = "needs dist/ (trunk build --release) and chromium; .ci/run runs it"]
 async fn a_reload_keeps_the_local_state() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (_data_dir, server, user, browser) = open(free_port(), 2).await;
-    let ids = browser.card_ids().await;
-    browser.react(&ids[0], "like").await;
-    browser.react(&ids[1], "skip").await;
-    assert_eq!(browser.count("signals").await, 2);
+    let (_data_dir, _server, user, browser) = open(free_port(), 2).await;
+    let liked = browser.card_ids().await[0].clone();
+    browser.react(&liked, "like").await;
+    // The like re-ranked the feed: skip whatever leads now.
+    let skipped = browser.card_ids().await[0].clone();
+    browser.react(&skipped, "skip").await;
+    browser.wait_count("signals", 2).await;
     let key = format!("return localStorage.getItem('onerec.prefs.{user}');");
     let prefs = browser.js(&key).await;
     assert!(prefs.as_str().is_some_and(|p| p.contains("vector")), "the state is saved: {prefs}");
@@ -404,7 +412,7 @@ async fn a_reload_keeps_the_local_state() {
     assert_eq!(browser.js(&key).await, prefs);
     assert_eq!(browser.js("return document.getElementById('user').value;").await, json!(user));
     let shown = browser.card_ids().await;
-    assert!(!shown.contains(&ids[0]) && !shown.contains(&ids[1]), "reacted-to items stay out of the feed");
+    assert!(!shown.contains(&liked) && !shown.contains(&skipped), "reacted-to items stay out of the feed");
     browser.close().await;
 }
 

@@ -279,10 +279,13 @@ fn UserPicker(feed: Feed) -> impl IntoView {
 fn Status(feed: Feed) -> impl IntoView {
     view! {
         <p id="status" data-source=move || format!("{:?}", feed.source.get()).to_lowercase()>
-            {move || match feed.source.get() {
-                Source::Loading => "Loading…".to_string(),
-                Source::Server => format!("{} candidates from the server, re-ranked on this device", feed.pool.with(Vec::len)),
-                Source::Cache => format!("Offline: {} saved candidates, re-ranked on this device", feed.pool.with(Vec::len)),
+            {move || {
+                let n = feed.pool.with(Vec::len);
+                match (feed.source.get(), feed.online.get()) {
+                    (Source::Loading, _) => "Loading…".to_string(),
+                    (Source::Server, true) => format!("{n} candidates from the server, re-ranked on this device"),
+                    _ => format!("Offline: {n} saved candidates, re-ranked on this device"),
+                }
             }}
             " · "
             <span id="signals" data-count=move || feed.prefs.with(|p| p.events()).to_string()>
