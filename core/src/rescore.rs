@@ -565,7 +565,9 @@ mod tests {
         assert_eq!(top_kind(&prefs), 0, "the server alone puts kind B first");
         prefs.observe(&candidates[0], EventKind::Like, None, 10.0);
         prefs.observe(&candidates[2], EventKind::Like, None, 20.0);
-        assert_eq!(top_kind(&prefs), 10, "after two likes kind A leads");
+        // Three likes, so that even the weakest "a" clearly beats the strongest "b" (two would tie).
+        prefs.observe(&candidates[4], EventKind::Like, None, 30.0);
+        assert_eq!(top_kind(&prefs), 10, "after three likes kind A leads");
         let ranked = rerank(&prefs, 100.0, &candidates, &cfg);
         assert_eq!(ranked[0].reason, Reason::LikedTag("a".into()));
     }

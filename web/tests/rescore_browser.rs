@@ -9,9 +9,10 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-fn item(id: usize, score: f32, tag: &str, axis: usize) -> FeedItem {
+/// An item whose embedding is ±1 on one axis (`axis`, negated when `opposite`).
+fn item_on(id: usize, score: f32, tag: &str, axis: usize, opposite: bool) -> FeedItem {
     let mut v = vec![0.0f32; 8];
-    v[axis] = 1.0;
+    v[axis] = if opposite { -1.0 } else { 1.0 };
     FeedItem {
         id: id.to_string(),
         title: format!("item {id}"),
@@ -22,19 +23,20 @@ fn item(id: usize, score: f32, tag: &str, axis: usize) -> FeedItem {
     }
 }
 
-/// Kind "a" on axis 0, kind "b" on axis 1; the server prefers "b" throughout.
+fn item(id: usize, score: f32, tag: &str, axis: usize) -> FeedItem {
+    item_on(id, score, tag, axis, false)
+}
+
+/// Kinds "a" and "b" point in opposite directions; the server prefers "b" throughout.
 fn two_kinds() -> Vec<FeedItem> {
-    (0..20)
-        .map(
-            |i| {
-                if i % 2 == 0 {
-                    item(i, -2.0 - i as f32 * 0.01, "a", 0)
-                } else {
-                    item(i, -1.0 - i as f32 * 0.01, "b", 1)
-                }
-            },
-        )
-        .collect()
+    let kind = |i: usize| {
+        if i % 2 == 0 {
+            item_on(i, -2.0 - i as f32 * 0.01, "a", 0, false)
+        } else {
+            item_on(i, -1.0 - i as f32 * 0.01, "b", 0, true)
+        }
+    };
+    (0..20).map(kind).collect()
 }
 
 #[wasm_bindgen_test]
@@ -48,6 +50,8 @@ fn likes_move_a_kind_up_in_the_browser() {
     assert_eq!(count_a(&prefs), 0);
     prefs.observe(&candidates[0], EventKind::Like, None, 10.0);
     prefs.observe(&candidates[2], EventKind::Like, None, 20.0);
+    // Three likes, so that even the weakest "a" clearly beats the strongest "b" (two would tie).
+    prefs.observe(&candidates[4], EventKind::Like, None, 30.0);
     assert_eq!(count_a(&prefs), 10);
     assert_eq!(rerank(&prefs, 100.0, &candidates, &cfg)[0].reason, Reason::LikedTag("a".into()));
 }
