@@ -12,15 +12,15 @@ use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{client, get, path, trained_fixture};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-/// One browser and one server at a time: the machine has two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
+/// One browser and one server at a time: the machine has two cores. Each test has its own runtime
+/// on its own thread; tokio's lock works across them and may be held over awaits.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -266,7 +266,7 @@ fn topics() -> HashMap<String, u32> {
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "needs dist/ (trunk build --release) and chromium; .ci/run runs it"]
 async fn feed_renders_from_the_server_and_likes_rerank_on_the_device() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let (_data_dir, server, user, browser) = open(free_port(), 0).await;
 
     // The cards are the server's candidates for this user.
@@ -339,7 +339,7 @@ async fn feed_renders_from_the_server_and_likes_rerank_on_the_device() {
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "needs dist/ (trunk build --release) and chromium; .ci/run runs it"]
 async fn offline_feed_queues_events_and_flushes_each_once() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let port = free_port();
     let (data_dir, server, user, browser) = open(port, 1).await;
     let url = server.url.clone();
@@ -394,7 +394,7 @@ async fn offline_feed_queues_events_and_flushes_each_once() {
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "needs dist/ (trunk build --release) and chromium; .ci/run runs it"]
 async fn a_reload_keeps_the_local_state() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let (_data_dir, _server, user, browser) = open(free_port(), 2).await;
     let liked = browser.card_ids().await[0].clone();
     browser.react(&liked, "like").await;
@@ -421,7 +421,7 @@ async fn a_reload_keeps_the_local_state() {
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "benchmark; needs dist/ and chromium"]
 async fn browser_bench_rescore() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let data_dir = tempfile::tempdir().unwrap();
     let server = Server::start(free_port(), data_dir.path());
     let browser = Browser::start().await;

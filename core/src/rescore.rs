@@ -553,8 +553,9 @@ mod tests {
         let a_dir = unit_embedding(&mut XorShift(11), 16);
         let b_dir: Vec<i8> = a_dir.iter().map(|&x| x.saturating_neg()).collect();
         let mut candidates = Vec::new();
-        for i in 0..20 {
-            let (tag, emb, score) = if i % 2 == 0 { ("a", a_dir.clone(), -2.0) } else { ("b", b_dir.clone(), -1.0) };
+        for i in 0..20usize {
+            let (tag, emb, score) =
+                if i.is_multiple_of(2) { ("a", a_dir.clone(), -2.0) } else { ("b", b_dir.clone(), -1.0) };
             candidates.push(item(i, score - i as f32 * 0.01, &[tag], emb));
         }
         let cfg = RerankConfig { diversity: 0.0, slate: 10, ..RerankConfig::default() };

@@ -30,7 +30,7 @@ fn item(id: usize, score: f32, tag: &str, axis: usize) -> FeedItem {
 /// Kinds "a" and "b" point in opposite directions; the server prefers "b" throughout.
 fn two_kinds() -> Vec<FeedItem> {
     let kind = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             item_on(i, -2.0 - i as f32 * 0.01, "a", 0, false)
         } else {
             item_on(i, -1.0 - i as f32 * 0.01, "b", 0, true)
