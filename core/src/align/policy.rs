@@ -6,7 +6,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::Rng;
 
-use crate::model::{Memory, OneRec};
+use crate::data::{Event, ItemIdx, User};
+use crate::model::{Batch, Memory, OneRec};
+use crate::recommend::Recommender;
 use crate::tokenizer::Code;
 use crate::tokenizer::trie::{PrefixTrie, ROOT};
 
@@ -130,4 +132,21 @@ pub fn unconstrained_beam(
             .collect();
     }
     beams
+}
+
+/// The free policy's best `beam` IDs for a user (no trie, history not excluded), best first, each
+/// as the item it names (`None` when the ID is illegal) and log π(ID).
+pub fn recommend_unconstrained(
+    recommender: &Recommender,
+    user: &User,
+    history: &[Event],
+    beam: usize,
+) -> Vec<(Option<ItemIdx>, f32)> {
+    let ids = &recommender.tokenizer.semantic_ids;
+    let batch = Batch::new(&[recommender.context(user, history)], None, ids, recommender.config, recommender.device);
+    let memory = recommender.model.encode(&batch);
+    unconstrained_beam(recommender.model, &memory, ids.id_len(), beam, recommender.device)
+        .into_iter()
+        .map(|(id, log_prob)| (ids.item_of(&id), log_prob))
+        .collect()
 }
