@@ -84,27 +84,28 @@ pub struct AlignConfig {
     pub seed: u64,
 }
 
+/// Defaults: the settings of the MovieLens-100K run in the README (P-score@10 +10%, NDCG@10 −1.6%).
 impl Default for AlignConfig {
     fn default() -> Self {
         AlignConfig {
             method: Method::Ecpo,
-            source: Source::Sample { constrained: false },
-            steps: 200,
+            source: Source::Beam,
+            steps: 60,
             users_per_step: 32,
-            group: 16,
+            group: 32,
             format_k: 4,
             epsilon: 0.2,
             delta: 0.1,
             temperature: 1.0,
-            learning_rate: 1e-4,
+            learning_rate: 2e-5,
             inner_steps: 2,
-            next_token_weight: 1.0,
-            next_token_batch: 128,
+            next_token_weight: 2.0,
+            next_token_batch: 256,
             dpo_beta: 0.1,
             dpo_fraction: 0.25,
-            eval_every: 25,
+            eval_every: 5,
             eval_users: 0,
-            valid_beam: 50,
+            valid_beam: 20,
             max_ndcg_drop: 0.02,
             weight_decay: 0.0,
             grad_clip: 1.0,

@@ -42,7 +42,7 @@ pub struct AlignArgs {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "ecpo")]
     pub method: MethodArg,
-    #[arg(long, value_enum, default_value = "sample")]
+    #[arg(long, value_enum, default_value = "beam")]
     pub sampling: SamplingArg,
     /// Mask sampling to the trie of legal IDs (otherwise the format reward applies).
     #[arg(long)]
