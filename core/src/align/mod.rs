@@ -333,7 +333,7 @@ pub fn align(
     }
     let dataset = policy.dataset;
     let ids = &policy.tokenizer.semantic_ids;
-    let mut eligible: Vec<UserIdx> =
+    let eligible: Vec<UserIdx> =
         (0..dataset.n_users() as UserIdx).filter(|&u| dataset.split(u).valid.is_some()).collect();
     if eligible.is_empty() {
         return Err(Error::Config(format!("{} has no user with a validation event", dataset.name)));
@@ -343,7 +343,6 @@ pub fn align(
     if config.eval_users > 0 {
         valid_users.truncate(config.eval_users);
     }
-    eligible.sort_unstable();
     let samples = training_samples(dataset);
     let evaluate = |model: &OneRec, step| policy.validate(model, reward, &valid_users, config.valid_beam, step);
     if config.eval_every > 0 && report.evals.is_empty() {

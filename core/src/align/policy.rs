@@ -108,6 +108,9 @@ pub fn unconstrained_beam(
     beam: usize,
     device: &Device,
 ) -> Vec<(Vec<Code>, f32)> {
+    if beam == 0 {
+        return Vec::new();
+    }
     let mut beams: Vec<(Vec<Code>, f32)> = vec![(Vec::new(), 0.0)];
     for _ in 0..levels {
         let rows = beams.len();

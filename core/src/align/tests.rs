@@ -2,6 +2,7 @@
 //! and alignment must move the policy there; the format reward must make free sampling legal.
 
 use super::*;
+use crate::context::build_context;
 use crate::model::Batch;
 use crate::test_fixtures::tiny_setup;
 
@@ -107,4 +108,32 @@ fn alignment_checkpoints_and_refuses_other_settings_on_resume() {
     assert_eq!(resumed.evals.len(), 3);
     let other = AlignConfig { group: 5, ..config };
     assert!(go(&other, true).unwrap_err().to_string().contains("other alignment settings"));
+}
+
+/// The free beam's scores are the teacher-forced log π(ID) that training differentiates, its IDs
+/// are distinct and best first; a beam as wide as the ID space enumerates it.
+#[test]
+fn unconstrained_beam_agrees_with_teacher_forced_log_probs() {
+    let (dataset, tokenizer, model_config) = tiny_setup(24, 4, 6, 4);
+    let device = Device::flex();
+    device.seed(8);
+    let model = model_config.init(&device);
+    let ids = &tokenizer.semantic_ids;
+    let context = build_context(&dataset.users[0], dataset.user_events(0), &tokenizer, &model_config.context);
+    let memory = model.encode(&Batch::new(&[context], None, ids, &model_config, &device));
+    let space: usize = ids.level_sizes.iter().product();
+    let all = policy::unconstrained_beam(&model, &memory, ids.id_len(), space, &device);
+    assert_eq!(all.len(), space);
+    let codes: Vec<Vec<Code>> = all.iter().map(|(id, _)| id.clone()).collect();
+    let rows = policy::repeat_rows(&memory, &vec![0; codes.len()], &device);
+    let forced = policy::sequence_log_probs(&model, &rows, &codes, &device).into_data().try_to_vec::<f32>().unwrap();
+    for ((id, score), f) in all.iter().zip(&forced) {
+        assert!((score - f).abs() < 1e-4, "{id:?}: beam {score} vs teacher-forced {f}");
+    }
+    assert!(all.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+    let distinct: std::collections::HashSet<_> = codes.iter().collect();
+    assert_eq!(distinct.len(), space);
+    let narrow = policy::unconstrained_beam(&model, &memory, ids.id_len(), 3, &device);
+    assert!(narrow.len() == 3 && narrow.iter().all(|n| all.iter().any(|a| a.0 == n.0)));
+    assert!(policy::unconstrained_beam(&model, &memory, ids.id_len(), 0, &device).is_empty());
 }
