@@ -208,6 +208,24 @@ mod tests {
     }
 
     #[test]
+    fn objectives_follow_what_the_data_records() {
+        use crate::data::{DatasetBuilder, Origin};
+        let build = |feedback: &[Feedback]| {
+            let mut b = DatasetBuilder::new();
+            for (t, &f) in feedback.iter().enumerate() {
+                b.add_event("u", &format!("i{t}"), t as i64, f, &Origin::new("t", t + 1));
+            }
+            Objective::for_dataset(&b.finish("t").unwrap())
+        };
+        let ratings = build(&[Feedback::Rating(5.0), Feedback::Rating(1.0)]);
+        assert_eq!(ratings, [Objective::RatingAtLeast(4.0), Objective::RatingAtMost(2.0)]);
+        // No watch event reaches 30 s, so "watch" has no positive and is left out.
+        let kinds =
+            build(&[Feedback::Impression, Feedback::Click, Feedback::Like, Feedback::Skip, Feedback::WatchTime(5.0)]);
+        assert_eq!(kinds, [Objective::Click, Objective::Like, Objective::Skip]);
+    }
+
+    #[test]
     fn p_score_is_a_weighted_mean_with_negative_objectives_flipped() {
         let objectives = [Objective::RatingAtLeast(4.0), Objective::RatingAtMost(2.0)];
         // (1 × 0.8 + 0.5 × (1 − 0.2)) / 1.5 = 0.8
