@@ -3,6 +3,8 @@
 //! Without the default `pipeline` feature only the portable parts build, so that the browser
 //! can compile them to WebAssembly.
 
+#[cfg(feature = "model")]
+pub mod align;
 pub mod api;
 pub mod codec;
 #[cfg(feature = "model")]
@@ -26,6 +28,8 @@ pub mod linalg;
 pub mod model;
 #[cfg(feature = "model")]
 pub mod recommend;
+#[cfg(feature = "model")]
+pub mod reward;
 #[cfg(feature = "model")]
 pub mod snapshot;
 #[cfg(feature = "pipeline")]

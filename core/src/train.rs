@@ -132,12 +132,12 @@ struct Checkpoint {
 
 const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 1, kind: "training checkpoint" };
 
-fn to_bytes(model: &OneRec) -> Result<Vec<u8>> {
+pub(crate) fn to_bytes(model: &OneRec) -> Result<Vec<u8>> {
     let bytes = model.clone().into_record().into_bytes().map_err(|e| Error::External(format!("{e:?}")))?;
     Ok(bytes.to_vec())
 }
 
-fn from_bytes(model: OneRec, bytes: &[u8]) -> Result<OneRec> {
+pub(crate) fn from_bytes(model: OneRec, bytes: &[u8]) -> Result<OneRec> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
         .map_err(|e| Error::External(format!("unreadable weights: {e:?}")))?;
     model.try_load_record(record).map_err(|e| Error::External(format!("weights do not fit the model: {e:?}")))

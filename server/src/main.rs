@@ -21,6 +21,11 @@ enum Command {
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Train the generative model on semantic IDs (next-token loss); writes a snapshot.
     Train(commands::train::TrainArgs),
+    /// Train the reward model (per-objective towers fused into a P-score).
+    #[command(subcommand)]
+    Reward(commands::reward::RewardCommand),
+    /// Align a trained snapshot with a reward model (ECPO or DPO).
+    Align(commands::align::AlignArgs),
     /// Measure ranking quality on the held-out splits (DESIGN.md §3).
     Eval(commands::eval::EvalArgs),
     /// Serve feeds and collect events over HTTP.
@@ -36,6 +41,8 @@ fn main() -> std::process::ExitCode {
         Command::Data(c) => commands::data::run(c),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Train(a) => commands::train::run(a),
+        Command::Reward(c) => commands::reward::run(c),
+        Command::Align(a) => commands::align::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Bench(c) => commands::bench::run(c),

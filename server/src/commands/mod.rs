@@ -1,8 +1,10 @@
 //! One module per subcommand, plus the arguments they share.
 
+pub mod align;
 pub mod bench;
 pub mod data;
 pub mod eval;
+pub mod reward;
 pub mod serve;
 pub mod tokenize;
 pub mod train;

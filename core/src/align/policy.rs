@@ -1,0 +1,155 @@
+//! The generator seen as a policy over whole semantic IDs: sampling G IDs per user code by code
+//! (with temperature, masked to the trie or not), the teacher-forced log π(ID) that gradients flow
+//! through, and an unconstrained beam search to measure how legal the free policy is.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::Rng;
+
+use crate::data::{Event, ItemIdx, User};
+use crate::model::{Batch, Memory, OneRec};
+use crate::recommend::Recommender;
+use crate::tokenizer::Code;
+use crate::tokenizer::trie::{PrefixTrie, ROOT};
+
+/// Rows `0..rows/group` of `memory`, each repeated `group` times (user-major).
+pub fn repeat_rows(memory: &Memory, users: &[usize], device: &Device) -> Memory {
+    let rows: Vec<i64> = users.iter().map(|&u| u as i64).collect();
+    memory.select(Tensor::from_data(TensorData::new(rows.clone(), [rows.len()]), device))
+}
+
+/// Log-softmax rows of the next code after each prefix (`prefixes` all of one length).
+fn next_log_probs(model: &OneRec, memory: &Memory, prefixes: &[Vec<Code>], device: &Device) -> Vec<f32> {
+    let rows = prefixes.len();
+    let t = prefixes.first().map_or(0, Vec::len);
+    let flat: Vec<i64> = prefixes.iter().flat_map(|p| p.iter().map(|&c| c as i64)).collect();
+    let codes = Tensor::<2, Int>::from_data(TensorData::new(flat, [rows, t]), device);
+    let (states, _) = model.decode(codes, memory);
+    let last = states.narrow(1, t, 1).squeeze_dim::<2>(1);
+    log_softmax(model.head(t, last), 1).into_data().try_to_vec::<f32>().expect("f32 logits")
+}
+
+/// Samples one ID per row of `memory`. With `trie`, each step is restricted to the legal children
+/// of the prefix (while the prefix is legal). Returns the IDs and log π(ID) under the model at
+/// temperature 1, unmasked: the "old" policy's probability of what it produced.
+pub fn sample(
+    model: &OneRec,
+    memory: &Memory,
+    levels: usize,
+    temperature: f32,
+    trie: Option<&PrefixTrie>,
+    rng: &mut impl Rng,
+    device: &Device,
+) -> (Vec<Vec<Code>>, Vec<f32>) {
+    let rows = memory.states.dims()[0];
+    let mut ids: Vec<Vec<Code>> = vec![Vec::with_capacity(levels); rows];
+    let mut nodes: Vec<Option<u32>> = vec![Some(ROOT); rows];
+    let mut log_probs = vec![0f32; rows];
+    let mut weights = Vec::new();
+    for _ in 0..levels {
+        let lp = next_log_probs(model, memory, &ids, device);
+        let vocab = lp.len() / rows;
+        for row in 0..rows {
+            let row_lp = &lp[row * vocab..][..vocab];
+            let legal: Option<&[Code]> = match (trie, nodes[row]) {
+                (Some(t), Some(node)) => Some(t.legal_codes(node)),
+                _ => None,
+            };
+            let candidates = |i: usize| legal.map_or(i as Code, |l| l[i]);
+            let n = legal.map_or(vocab, <[Code]>::len);
+            let top = (0..n).map(|i| row_lp[candidates(i) as usize]).fold(f32::NEG_INFINITY, f32::max);
+            weights.clear();
+            weights.extend((0..n).map(|i| ((row_lp[candidates(i) as usize] - top) / temperature).exp()));
+            let total: f32 = weights.iter().sum();
+            let mut u = rng.random::<f32>() * total;
+            let mut pick = n - 1;
+            for (i, w) in weights.iter().enumerate() {
+                if u < *w {
+                    pick = i;
+                    break;
+                }
+                u -= w;
+            }
+            let code = candidates(pick);
+            log_probs[row] += row_lp[code as usize];
+            ids[row].push(code);
+            nodes[row] = match (trie, nodes[row]) {
+                (Some(t), Some(node)) => t.child(node, code),
+                _ => None,
+            };
+        }
+    }
+    (ids, log_probs)
+}
+
+/// Teacher-forced log π(ID) per row (the sum of the codes' log-probabilities), with gradient when
+/// `model` lives on an autodiff device. `memory` has one row per ID.
+pub fn sequence_log_probs(model: &OneRec, memory: &Memory, ids: &[Vec<Code>], device: &Device) -> Tensor<1> {
+    let n = ids.len();
+    let levels = ids.first().map_or(0, Vec::len);
+    let flat: Vec<i64> = ids.iter().flat_map(|id| id.iter().map(|&c| c as i64)).collect();
+    let codes = Tensor::<2, Int>::from_data(TensorData::new(flat, [n, levels]), device);
+    let (states, _) = model.decode(codes.clone().narrow(1, 0, levels - 1), memory);
+    let mut total = Tensor::<1>::zeros([n], device);
+    for level in 0..levels {
+        let state = states.clone().narrow(1, level, 1).squeeze_dim::<2>(1);
+        let lp = log_softmax(model.head(level, state), 1);
+        total = total + lp.gather(1, codes.clone().narrow(1, level, 1)).reshape([n]);
+    }
+    total
+}
+
+/// Beam search over the full code vocabulary, with no trie: the free policy's best `beam` IDs
+/// (legal or not), best first, each with log π(ID). `memory` has one row.
+pub fn unconstrained_beam(
+    model: &OneRec,
+    memory: &Memory,
+    levels: usize,
+    beam: usize,
+    device: &Device,
+) -> Vec<(Vec<Code>, f32)> {
+    if beam == 0 {
+        return Vec::new();
+    }
+    let mut beams: Vec<(Vec<Code>, f32)> = vec![(Vec::new(), 0.0)];
+    for _ in 0..levels {
+        let rows = beams.len();
+        let prefixes: Vec<Vec<Code>> = beams.iter().map(|b| b.0.clone()).collect();
+        let lp = next_log_probs(model, &memory.select(Tensor::zeros([rows], device)), &prefixes, device);
+        let vocab = lp.len() / rows;
+        let mut candidates: Vec<(usize, Code, f32)> =
+            (0..rows * vocab).map(|i| (i / vocab, (i % vocab) as Code, beams[i / vocab].1 + lp[i])).collect();
+        let by_score = |a: &(usize, Code, f32), b: &(usize, Code, f32)| b.2.total_cmp(&a.2);
+        if candidates.len() > beam {
+            candidates.select_nth_unstable_by(beam, by_score);
+            candidates.truncate(beam);
+        }
+        candidates.sort_by(by_score);
+        beams = candidates
+            .into_iter()
+            .map(|(parent, code, score)| {
+                let mut id = beams[parent].0.clone();
+                id.push(code);
+                (id, score)
+            })
+            .collect();
+    }
+    beams
+}
+
+/// The free policy's best `beam` IDs for a user (no trie, history not excluded), best first, each
+/// as the item it names (`None` when the ID is illegal) and log π(ID).
+pub fn recommend_unconstrained(
+    recommender: &Recommender,
+    user: &User,
+    history: &[Event],
+    beam: usize,
+) -> Vec<(Option<ItemIdx>, f32)> {
+    let ids = &recommender.tokenizer.semantic_ids;
+    let batch = Batch::new(&[recommender.context(user, history)], None, ids, recommender.config, recommender.device);
+    let memory = recommender.model.encode(&batch);
+    unconstrained_beam(recommender.model, &memory, ids.id_len(), beam, recommender.device)
+        .into_iter()
+        .map(|(id, log_prob)| (ids.item_of(&id), log_prob))
+        .collect()
+}
