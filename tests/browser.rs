@@ -388,6 +388,19 @@ async fn offline_feed_queues_events_and_flushes_each_once() {
     assert_eq!(ids.len(), expected.len(), "distinct client event ids");
     // Nothing is left to send twice.
     assert_eq!(browser.js("return localStorage.getItem('onerec.queue');").await, json!("[]"));
+
+    // A retry after a lost acknowledgement sends an event again with the same client id: put the
+    // first event back in the queue and reconnect. The server keeps it once.
+    let first = &stored[0];
+    let retry = json!([{"event_id": first.0, "user": user, "item": first.1, "kind": first.2}]).to_string();
+    browser
+        .js(&format!(
+            "localStorage.setItem('onerec.queue', {}); window.dispatchEvent(new Event('online'));",
+            json!(retry)
+        ))
+        .await;
+    browser.wait_until("localStorage.getItem('onerec.queue') === '[]'", "the retried event to be flushed").await;
+    assert_eq!(stored_events(&server.url, &user), stored, "the retried event was not stored twice");
     browser.close().await;
 }
 
