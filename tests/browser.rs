@@ -211,11 +211,24 @@ impl Browser {
         println!("screenshot: {}", file.display());
     }
 
+    /// Ends the session (Chromium quits) and stops chromedriver.
     async fn close(self) {
-        let Browser { mut driver, client, .. } = self;
-        let _ = client.close().await;
-        let _ = driver.kill();
-        let _ = driver.wait();
+        let _ = self.client.clone().close().await;
+    }
+}
+
+/// On any exit, a failed assertion included, the Chromium that chromedriver started (its child
+/// process) and chromedriver itself are stopped, so no browser outlives the test.
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let driver = self.driver.id().to_string();
+        if let Ok(out) = Command::new("pgrep").args(["-P", &driver]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-TERM", pid]).status();
+            }
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }
 
