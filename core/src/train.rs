@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use rand::SeedableRng;
@@ -143,6 +143,30 @@ pub(crate) fn from_bytes(model: OneRec, bytes: &[u8]) -> Result<OneRec> {
     model.try_load_record(record).map_err(|e| Error::External(format!("weights do not fit the model: {e:?}")))
 }
 
+/// AdamW with decoupled weight decay and gradient-norm clipping: the optimizer of training and
+/// of alignment.
+pub(crate) fn adamw(weight_decay: f32, grad_clip: f32) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_weight_decay(weight_decay)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(grad_clip)))
+        .init()
+}
+
+/// Loads a checkpoint's model weights and optimizer state (read from `path`) into fresh ones.
+pub(crate) fn restore(
+    model: OneRec,
+    optimizer: ModuleOptimizer,
+    weights: &[u8],
+    optimizer_state: Vec<u8>,
+    path: &Path,
+) -> Result<(OneRec, ModuleOptimizer)> {
+    let model = from_bytes(model, weights)?;
+    let optimizer = optimizer
+        .from_bytes(Bytes::from_bytes_vec(optimizer_state))
+        .map_err(|e| Error::corrupt(path, format!("unreadable optimizer state: {e:?}")))?;
+    Ok((model, optimizer))
+}
+
 /// Where a run writes its checkpoint after every epoch, and whether it continues from it.
 #[derive(Clone, Copy, Debug)]
 pub struct Checkpointing<'a> {
@@ -183,10 +207,7 @@ pub fn train(
     device.seed(config.seed);
     let train_device = device.clone().autodiff();
     let mut model = model_config.init(&train_device);
-    let mut optimizer = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip)))
-        .init();
+    let mut optimizer = adamw(config.weight_decay, config.grad_clip);
     let mut report = TrainReport { parameters: model.num_params(), samples: samples.len(), ..TrainReport::default() };
     let mut best = to_bytes(&model)?;
     let mut step = 0;
@@ -195,10 +216,7 @@ pub fn train(
         if &saved.model != model_config || !saved.train.same_run_as(config) {
             return Err(Error::corrupt(path, "the checkpoint was written with other model or training settings"));
         }
-        model = from_bytes(model, &saved.weights)?;
-        optimizer = optimizer
-            .from_bytes(Bytes::from_bytes_vec(saved.optimizer))
-            .map_err(|e| Error::corrupt(path, format!("unreadable optimizer state: {e:?}")))?;
+        (model, optimizer) = restore(model, optimizer, &saved.weights, saved.optimizer, path)?;
         best = saved.best_weights;
         report = saved.report;
         step = saved.step;

@@ -11,9 +11,8 @@ pub mod policy;
 use std::ops::ControlFlow;
 
 use burn::module::Module;
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::{Bytes, Device, Tensor, TensorData};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -29,7 +28,7 @@ use crate::recommend::Recommender;
 use crate::reward::RewardFn;
 use crate::tokenizer::{Code, Tokenizer};
 pub use crate::train::Checkpointing;
-use crate::train::{from_bytes, to_bytes};
+use crate::train::{adamw, from_bytes, restore, to_bytes};
 
 /// Which preference objective a run optimises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,10 +311,7 @@ pub fn align(
     // Dropout would make log π_θ a noisy copy of log π_old; alignment runs without it.
     let model_config = ModelConfig { dropout: 0.0, ..policy.config.clone() };
     let mut model = from_bytes(model_config.init(&ad), weights)?;
-    let mut optimizer = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip)))
-        .init();
+    let mut optimizer = adamw(config.weight_decay, config.grad_clip);
     let mut report = AlignReport::default();
     let mut best = weights.to_vec();
     if let Some(Checkpointing { path, resume: true }) = checkpoint {
@@ -324,10 +320,7 @@ pub fn align(
         if steps_aside(&saved.config) != steps_aside(config) {
             return Err(Error::corrupt(path, "the checkpoint was written with other alignment settings"));
         }
-        model = from_bytes(model, &saved.weights)?;
-        optimizer = optimizer
-            .from_bytes(Bytes::from_bytes_vec(saved.optimizer))
-            .map_err(|e| Error::corrupt(path, format!("unreadable optimizer state: {e:?}")))?;
+        (model, optimizer) = restore(model, optimizer, &saved.weights, saved.optimizer, path)?;
         best = saved.best_weights;
         report = saved.report;
     }

@@ -12,7 +12,7 @@ use onerec_core::reward::RewardSnapshot;
 use onerec_core::snapshot::Snapshot;
 use serde::Serialize;
 
-use super::{DataArgs, print_report};
+use super::{CheckpointArgs, DataArgs, print_report};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum MethodArg {
@@ -88,11 +88,8 @@ pub struct AlignArgs {
     pub seed: u64,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
-    /// Checkpoint (default: the output path with `.ckpt`).
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-    #[arg(long)]
-    pub resume: bool,
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -164,7 +161,7 @@ pub fn run(args: AlignArgs) -> anyhow::Result<()> {
         ..AlignConfig::default()
     };
     let policy = Policy { dataset: &dataset, tokenizer: &snapshot.tokenizer, config: &snapshot.model, device: &device };
-    let checkpoint = args.checkpoint.clone().unwrap_or_else(|| args.out.with_extension("ckpt"));
+    let checkpoint = args.checkpoint.path(&args.out);
     let bar = ProgressBar::new(config.steps as u64).with_style(
         ProgressStyle::with_template("align [{bar:30}] {pos}/{len} {msg} eta {eta}").expect("valid template"),
     );
@@ -173,7 +170,7 @@ pub fn run(args: AlignArgs) -> anyhow::Result<()> {
         &snapshot.weights,
         &reward,
         &config,
-        Some(Checkpointing { path: &checkpoint, resume: args.resume }),
+        Some(Checkpointing { path: &checkpoint, resume: args.checkpoint.resume }),
         &mut |progress| {
             match progress {
                 Progress::Step { report: s, .. } => {

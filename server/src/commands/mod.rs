@@ -9,7 +9,7 @@ pub mod serve;
 pub mod tokenize;
 pub mod train;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use onerec_core::data::csv::{CsvOptions, ItemCsv};
@@ -56,6 +56,24 @@ impl DataArgs {
             eprintln!("warning: {warning}");
         }
         Ok(dataset)
+    }
+}
+
+/// Where a long run keeps its checkpoint, and whether it continues from it.
+#[derive(Args, Clone, Debug)]
+pub struct CheckpointArgs {
+    /// Checkpoint written as the run goes (default: the output path with `.ckpt`).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue from the checkpoint instead of starting over (the run's length may change).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl CheckpointArgs {
+    /// The checkpoint path for a run that writes `out`.
+    pub fn path(&self, out: &Path) -> PathBuf {
+        self.checkpoint.clone().unwrap_or_else(|| out.with_extension("ckpt"))
     }
 }
 

@@ -14,7 +14,7 @@ use onerec_core::tokenizer::Tokenizer;
 use onerec_core::train::{self, Checkpointing, Progress, TrainConfig, TrainReport};
 use serde::Serialize;
 
-use super::{DataArgs, print_report};
+use super::{CheckpointArgs, DataArgs, print_report};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -46,12 +46,8 @@ pub struct TrainArgs {
     /// auto, cpu or gpu.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-    /// Checkpoint written after every epoch (default: the snapshot path with `.ckpt`).
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-    /// Continue from the checkpoint instead of starting over (--epochs and --patience may change).
-    #[arg(long)]
-    pub resume: bool,
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -114,7 +110,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         ..TrainConfig::default()
     };
     eprintln!("model: {:?} preset, {} parameters", args.preset, model_config.parameter_count());
-    let checkpoint = args.checkpoint.clone().unwrap_or_else(|| args.out.with_extension("ckpt"));
+    let checkpoint = args.checkpoint.path(&args.out);
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}").expect("valid template"),
     );
@@ -125,7 +121,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         &model_config,
         &config,
         &device,
-        Some(Checkpointing { path: &checkpoint, resume: args.resume }),
+        Some(Checkpointing { path: &checkpoint, resume: args.checkpoint.resume }),
         &mut |progress| match progress {
             Progress::Step { epoch, step, steps, loss, samples_per_second } => {
                 bar.set_length(steps as u64);
