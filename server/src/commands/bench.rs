@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 use clap::{Args, Subcommand};
-use onerec_core::data::{Event, Feedback, User};
+use onerec_core::data::{Event, Feedback, ItemIdx, User};
 use onerec_core::embed::ItemEmbeddings;
+use onerec_core::eval;
 use onerec_core::model::{ModelConfig, Preset};
 use onerec_core::recommend::{DecodeRequest, Recommender};
 use onerec_core::tokenizer::{self, RqConfig, Tokenizer, TokenizerReport};
@@ -244,8 +245,9 @@ fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
         let user_vectors: Vec<Vec<f32>> = (0..args.requests)
             .map(|_| (0..tokenizer.embeddings.dim).map(|_| rng.random::<f32>() - 0.5).collect())
             .collect();
+        let none_excluded = vec![false; items];
         let latencies = time_each(&user_vectors, |u| {
-            std::hint::black_box(brute_force_top_k(&tokenizer.embeddings, u, 64));
+            std::hint::black_box(brute_force_top_k(&tokenizer.embeddings, u, &none_excluded, 64));
         });
         rows.push(latency_row("brute-force", items, 0, latencies));
     }
@@ -305,20 +307,13 @@ fn latency_row(method: &'static str, items: usize, beam: usize, seconds: Vec<f64
 }
 
 /// The `k` items of highest dot product with `user`: what retrieval without generation costs.
-fn brute_force_top_k(embeddings: &ItemEmbeddings, user: &[f32], k: usize) -> Vec<(f32, usize)> {
-    let mut scored: Vec<(f32, usize)> = embeddings
+fn brute_force_top_k(embeddings: &ItemEmbeddings, user: &[f32], none_excluded: &[bool], k: usize) -> Vec<ItemIdx> {
+    let scores: Vec<f32> = embeddings
         .data
         .chunks_exact(embeddings.dim)
-        .enumerate()
-        .map(|(i, row)| (row.iter().zip(user).map(|(a, b)| a * b).sum(), i))
+        .map(|row| row.iter().zip(user).map(|(a, b)| a * b).sum())
         .collect();
-    let k = k.min(scored.len());
-    if k < scored.len() {
-        scored.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0));
-        scored.truncate(k);
-    }
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    scored
+    eval::top_k(&scores, none_excluded, k)
 }
 
 /// Unit vectors scattered around `topics` random centres, like embeddings of items on topics.

@@ -71,18 +71,19 @@ fn work(queue: &Mutex<mpsc::Receiver<Job>>, config: BatchConfig, metrics: &Metri
             let engine = jobs[0].engine.clone();
             let (same, rest): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| Arc::ptr_eq(&j.engine, &engine));
             jobs = rest;
-            let requests: Vec<DecodeRequest> = same.iter().map(|j| j.request.clone()).collect();
+            let (requests, replies): (Vec<DecodeRequest>, Vec<_>) =
+                same.into_iter().map(|j| (j.request, j.reply)).unzip();
             let started = Instant::now();
             let decoded = catch_unwind(AssertUnwindSafe(|| engine.recommender().recommend_batch(&requests)));
-            metrics.observe_batch(same.len(), started.elapsed());
+            metrics.observe_batch(requests.len(), started.elapsed());
             match decoded {
                 Ok(results) => {
-                    for (job, result) in same.into_iter().zip(results) {
-                        let _ = job.reply.send(result);
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(result);
                     }
                 }
                 // Dropping the replies answers each request with an error; the worker lives on.
-                Err(_) => tracing::error!("decoding a batch of {} panicked", same.len()),
+                Err(_) => tracing::error!("decoding a batch of {} panicked", requests.len()),
             }
         }
     }

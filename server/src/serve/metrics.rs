@@ -10,7 +10,6 @@ const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
 /// A cumulative histogram with fixed upper bounds.
-#[derive(Clone)]
 struct Histogram {
     bounds: &'static [f64],
     counts: Vec<u64>,
@@ -45,20 +44,32 @@ impl Histogram {
     }
 }
 
-#[derive(Default)]
 struct Series {
     requests: BTreeMap<(String, u16), u64>,
     latency: BTreeMap<String, Histogram>,
-    batch_size: Option<Histogram>,
-    decode_seconds: Option<Histogram>,
+    batch_size: Histogram,
+    decode_seconds: Histogram,
     events_stored: u64,
     events_duplicate: u64,
 }
 
 /// Every series the server exports.
-#[derive(Default)]
 pub struct Metrics {
     series: Mutex<Series>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let series = Series {
+            requests: BTreeMap::new(),
+            latency: BTreeMap::new(),
+            batch_size: Histogram::new(BATCH_BUCKETS),
+            decode_seconds: Histogram::new(LATENCY_BUCKETS),
+            events_stored: 0,
+            events_duplicate: 0,
+        };
+        Metrics { series: Mutex::new(series) }
+    }
 }
 
 impl Metrics {
@@ -73,8 +84,8 @@ impl Metrics {
 
     pub fn observe_batch(&self, size: usize, elapsed: Duration) {
         let mut s = self.series.lock().expect("metrics lock");
-        s.batch_size.get_or_insert_with(|| Histogram::new(BATCH_BUCKETS)).observe(size as f64);
-        s.decode_seconds.get_or_insert_with(|| Histogram::new(LATENCY_BUCKETS)).observe(elapsed.as_secs_f64());
+        s.batch_size.observe(size as f64);
+        s.decode_seconds.observe(elapsed.as_secs_f64());
     }
 
     pub fn observe_events(&self, stored: usize, duplicates: usize) {
@@ -99,18 +110,10 @@ impl Metrics {
         }
         out.push_str("# HELP onerec_decode_batch_size Requests decoded together.\n");
         out.push_str("# TYPE onerec_decode_batch_size histogram\n");
-        s.batch_size.clone().unwrap_or_else(|| Histogram::new(BATCH_BUCKETS)).render(
-            &mut out,
-            "onerec_decode_batch_size",
-            "",
-        );
+        s.batch_size.render(&mut out, "onerec_decode_batch_size", "");
         out.push_str("# HELP onerec_decode_seconds Time to decode one batch.\n");
         out.push_str("# TYPE onerec_decode_seconds histogram\n");
-        s.decode_seconds.clone().unwrap_or_else(|| Histogram::new(LATENCY_BUCKETS)).render(
-            &mut out,
-            "onerec_decode_seconds",
-            "",
-        );
+        s.decode_seconds.render(&mut out, "onerec_decode_seconds", "");
         out.push_str("# HELP onerec_events_total Events received, by outcome.\n");
         out.push_str("# TYPE onerec_events_total counter\n");
         let _ = writeln!(out, "onerec_events_total{{outcome=\"stored\"}} {}", s.events_stored);
