@@ -131,6 +131,14 @@ fn tiny_model_trains_and_beats_popularity() {
         "--json",
     ]);
     assert!(trained["parameters"].as_u64().unwrap() > 10_000);
+    // The history next to the snapshot carries every epoch, in each of its three forms.
+    let sibling = |suffix: &str| std::fs::read_to_string(format!("{}{suffix}", snap.display())).unwrap();
+    let history: serde_json::Value = serde_json::from_str(&sibling(".history.json")).unwrap();
+    assert_eq!(history, trained["training"]);
+    let epochs = history["epochs"].as_array().unwrap().len();
+    assert!(epochs >= 1);
+    assert_eq!(sibling(".history.csv").lines().count(), 1 + epochs);
+    assert_eq!(sibling(".curve.svg").matches("<polyline").count(), 2);
     let report = onerec_json(&["eval", "--data", path(&data), "--snapshot", path(&snap), "--device", "cpu", "--json"]);
     assert_eq!(report["legality"], 1.0);
     let ndcg = |part: &str| report[part][1]["metrics"]["ndcg@10"].as_f64().unwrap();

@@ -100,6 +100,71 @@ impl TrainReport {
     pub fn best(&self) -> Option<&EpochReport> {
         self.epochs.get(self.best_epoch.wrapping_sub(1))
     }
+
+    /// The per-epoch history as CSV, one row per epoch, for spreadsheets and plotting scripts.
+    pub fn to_csv(&self) -> String {
+        let mut csv = String::from("epoch,train_loss,valid_ndcg_at_10,valid_recall_at_10,seconds,samples_per_second\n");
+        for e in &self.epochs {
+            csv += &format!(
+                "{},{},{},{},{},{}\n",
+                e.epoch, e.train_loss, e.valid_ndcg_at_10, e.valid_recall_at_10, e.seconds, e.samples_per_second
+            );
+        }
+        csv
+    }
+
+    /// A small SVG of the training curve: loss (left axis) and validation NDCG@10 (right axis)
+    /// per epoch, with the kept epoch marked. Self-contained, so a README can show it as is.
+    pub fn curve_svg(&self) -> String {
+        const W: f64 = 480.0;
+        const H: f64 = 240.0;
+        const PAD: f64 = 40.0;
+        let n = self.epochs.len().max(2) as f64 - 1.0;
+        let x = |epoch: usize| PAD + (epoch as f64 - 1.0) / n * (W - 2.0 * PAD);
+        let polyline = |values: Vec<f64>, colour: &str| {
+            let max = values.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
+            let points: Vec<String> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("{:.1},{:.1}", x(i + 1), H - PAD - v / max * (H - 2.0 * PAD)))
+                .collect();
+            let label = format!("max {max:.4}");
+            (
+                format!(r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#, points.join(" ")),
+                label,
+            )
+        };
+        let (loss, loss_max) = polyline(self.epochs.iter().map(|e| e.train_loss).collect(), "#c0392b");
+        let (ndcg, ndcg_max) = polyline(self.epochs.iter().map(|e| e.valid_ndcg_at_10).collect(), "#2471a3");
+        let kept = match self.best() {
+            Some(best) => format!(
+                r#"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="gray" stroke-dasharray="4"/>"#,
+                x(best.epoch),
+                PAD,
+                H - PAD
+            ),
+            None => String::new(),
+        };
+        format!(
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">
+<rect width="100%" height="100%" fill="white"/>
+<line x1="{PAD}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/>
+<text x="{PAD}" y="16" fill="#c0392b">training loss ({loss_max})</text>
+<text x="{r}" y="16" text-anchor="end" fill="#2471a3">valid NDCG@10 ({ndcg_max})</text>
+<text x="{c}" y="{e}" text-anchor="middle">epoch 1–{epochs}; dashed: kept epoch {best}</text>
+{loss}
+{ndcg}
+{kept}
+</svg>
+"##,
+            b = H - PAD,
+            r = W - PAD,
+            c = W / 2.0,
+            e = H - 12.0,
+            epochs = self.epochs.len(),
+            best = self.best_epoch,
+        )
+    }
 }
 
 /// Progress reported while training, for a progress bar.
@@ -328,6 +393,42 @@ mod tests {
         assert!((learning_rate(10, 100, 10, 1.0) - 1.0).abs() < 1e-12);
         assert!((learning_rate(55, 100, 10, 1.0) - 0.55).abs() < 1e-12, "half way down the cosine");
         assert!((learning_rate(100, 100, 10, 1.0) - 0.1).abs() < 1e-12);
+    }
+
+    fn history() -> TrainReport {
+        let epoch = |epoch, train_loss, valid_ndcg_at_10| EpochReport {
+            epoch,
+            train_loss,
+            valid_ndcg_at_10,
+            valid_recall_at_10: 2.0 * valid_ndcg_at_10,
+            seconds: 1.5,
+            samples_per_second: 100.0,
+            expert_share: Vec::new(),
+        };
+        TrainReport {
+            parameters: 10,
+            samples: 150,
+            epochs: vec![epoch(1, 4.0, 0.05), epoch(2, 3.0, 0.10), epoch(3, 2.0, 0.08)],
+            best_epoch: 2,
+        }
+    }
+
+    #[test]
+    fn history_csv_has_a_header_and_one_row_per_epoch() {
+        let csv = history().to_csv();
+        let rows: Vec<&str> = csv.lines().collect();
+        assert_eq!(rows[0], "epoch,train_loss,valid_ndcg_at_10,valid_recall_at_10,seconds,samples_per_second");
+        assert_eq!(rows[1..], ["1,4,0.05,0.1,1.5,100", "2,3,0.1,0.2,1.5,100", "3,2,0.08,0.16,1.5,100"]);
+    }
+
+    #[test]
+    fn curve_plots_each_epoch_scaled_to_its_maximum_and_marks_the_kept_epoch() {
+        let svg = history().curve_svg();
+        // x runs from 40 to 440 over epochs 1–3; y from 200 (zero) to 40 (the series' maximum).
+        assert!(svg.contains(r#"points="40.0,40.0 240.0,80.0 440.0,120.0""#), "loss 4, 3, 2 of max 4: {svg}");
+        assert!(svg.contains(r#"points="40.0,120.0 240.0,40.0 440.0,72.0""#), "ndcg 0.05, 0.10, 0.08: {svg}");
+        assert!(svg.contains(r#"<line x1="240.0" y1="40""#), "kept epoch 2 is marked");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use std::time::Instant;
 
 use clap::Args;
@@ -87,6 +89,23 @@ impl fmt::Display for Report<'_> {
     }
 }
 
+/// Writes the per-epoch history next to the snapshot: `<out>.history.json`, `<out>.history.csv`
+/// and the curve `<out>.curve.svg`, so that a run can be inspected without opening the snapshot.
+fn write_history(out: &Path, report: &TrainReport) -> anyhow::Result<()> {
+    let sibling = |suffix: &str| {
+        let mut name = out.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let write = |suffix: &str, contents: String| {
+        let path = sibling(suffix);
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
+    };
+    write(".history.json", serde_json::to_string_pretty(report)?)?;
+    write(".history.csv", report.to_csv())?;
+    write(".curve.svg", report.curve_svg())
+}
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let dataset = args.data.load()?;
     let tokenizer = Tokenizer::load(&args.tokenizer)?;
@@ -148,6 +167,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let parameters = report.parameters;
     Snapshot::new(model, model_config, tokenizer, report.clone())?.save(&args.out)?;
+    write_history(&args.out, &report)?;
     let report = Report {
         dataset: &dataset.name,
         device: description,
