@@ -113,8 +113,9 @@ impl TrainReport {
         csv
     }
 
-    /// A small SVG of the training curve: loss (left axis) and validation NDCG@10 (right axis)
-    /// per epoch, with the kept epoch marked. Self-contained, so a README can show it as is.
+    /// A small SVG of the training curve: loss and validation NDCG@10 per epoch, each scaled to
+    /// its own maximum (named in its label), with the kept epoch marked. Self-contained, so a
+    /// README can show it as is.
     pub fn curve_svg(&self) -> String {
         const W: f64 = 480.0;
         const H: f64 = 240.0;

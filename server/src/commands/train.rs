@@ -3,12 +3,11 @@
 use std::fmt;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-
-use anyhow::Context;
 use std::time::Instant;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use onerec_core::codec;
 use onerec_core::device::{self, DeviceChoice};
 use onerec_core::model::{ModelConfig, Preset};
 use onerec_core::snapshot::Snapshot;
@@ -92,18 +91,15 @@ impl fmt::Display for Report<'_> {
 /// Writes the per-epoch history next to the snapshot: `<out>.history.json`, `<out>.history.csv`
 /// and the curve `<out>.curve.svg`, so that a run can be inspected without opening the snapshot.
 fn write_history(out: &Path, report: &TrainReport) -> anyhow::Result<()> {
-    let sibling = |suffix: &str| {
-        let mut name = out.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
     let write = |suffix: &str, contents: String| {
-        let path = sibling(suffix);
-        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
+        let mut path = out.as_os_str().to_owned();
+        path.push(suffix);
+        codec::write_atomic(Path::new(&path), contents.as_bytes())
     };
     write(".history.json", serde_json::to_string_pretty(report)?)?;
     write(".history.csv", report.to_csv())?;
-    write(".curve.svg", report.curve_svg())
+    write(".curve.svg", report.curve_svg())?;
+    Ok(())
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
