@@ -1,9 +1,17 @@
-//! The user context the encoder reads (DESIGN.md §2, Model), built from a prefix of the user's
-//! history, and the training samples that name those prefixes (§2, Training).
+//! The user context the generator reads (DESIGN.md §2, Model), built from a prefix of the user's
+//! history, and the training windows that name those prefixes (§2, Training).
 //!
-//! A context has four parts: hashed static features, the last `short_len` events, the last
-//! `positive_len` positive events, and the older ("lifelong") history compressed to at most C
-//! tokens.
+//! A context has four parts:
+//! - hashed static features;
+//! - the last `short_len` events, **oldest first**, each with its feedback and the time since the
+//!   event before it. The encoder reads them causally, so one context serves as the input of a
+//!   whole window of next-item targets (see [`training_windows`]);
+//! - the last `positive_len` positive events *before* that window;
+//! - the events before that window ("lifelong"), compressed to at most C tokens.
+//!
+//! The positive and lifelong parts only ever hold events older than the recent window. That is
+//! what lets every position of the window be a training target without a leak: whatever the
+//! position, the prefix it sees is in its past.
 //!
 //! **Lifelong compression.** DESIGN.md asks for k-means over the item embeddings of the lifelong
 //! history. We reuse the tokenizer's level-1 RQ-KMeans centroids, which are a k-means over every
@@ -28,9 +36,9 @@ use crate::tokenizer::{Code, Tokenizer};
 /// Sizes of the parts of a context. Part of the model configuration, so it lives in the snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContextConfig {
-    /// L_s: the most recent events, whatever their feedback.
+    /// L_s: the most recent events, whatever their feedback; also the length of a training window.
     pub short_len: usize,
-    /// L_p: the most recent positive events.
+    /// L_p: the most recent positive events before the recent window.
     pub positive_len: usize,
     /// C: the most lifelong tokens.
     pub lifelong_tokens: usize,
@@ -45,12 +53,14 @@ impl Default for ContextConfig {
 }
 
 impl ContextConfig {
-    /// Refuses sizes whose positions do not fit a [`HistoryToken`] or that leave no feature bucket.
+    /// Refuses a window that holds no event, segments too long for one attention pass, or no
+    /// feature bucket.
     pub fn validate(&self) -> Result<()> {
-        let max_len = u16::MAX as usize + 1;
-        if self.short_len > max_len || self.positive_len > max_len {
+        const MAX_SEGMENT: usize = 4096;
+        if self.short_len == 0 || self.short_len > MAX_SEGMENT || self.positive_len > MAX_SEGMENT {
             return Err(Error::Config(format!(
-                "history segments of {} and {} events exceed the {max_len} positions a token can carry",
+                "history segments of {} and {} events: the recent one needs 1 to {MAX_SEGMENT} events, \
+                 the positive one at most {MAX_SEGMENT}",
                 self.short_len, self.positive_len
             )));
         }
@@ -84,14 +94,28 @@ pub fn feedback_bucket(feedback: Feedback) -> u8 {
     }
 }
 
-/// One event of the short-term or positive segment.
+/// Number of time-gap buckets, padding included: the size of the gap embedding table.
+pub const GAP_BUCKETS: usize = 28;
+
+/// The time since the previous event as a small integer for an embedding table: 0 is padding,
+/// 1 a user's first event, 2 a gap of at most a second (events logged together), then one bucket
+/// per doubling (3 for 2–3 s, 4 for 4–7 s, … up to about four years).
+pub fn gap_bucket(seconds: Option<i64>) -> u8 {
+    match seconds {
+        None => 1,
+        Some(s) if s <= 1 => 2,
+        Some(s) => (2 + s.ilog2() as usize).min(GAP_BUCKETS - 1) as u8,
+    }
+}
+
+/// One event of the recent or positive segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HistoryToken {
     pub item: ItemIdx,
     /// [`feedback_bucket`] of the event.
     pub feedback: u8,
-    /// 0 for the most recent event of its segment, counting back in time.
-    pub position: u16,
+    /// [`gap_bucket`] of the time since the user's previous event.
+    pub gap: u8,
 }
 
 /// A group of lifelong events that share the first code of their items' semantic IDs.
@@ -110,11 +134,11 @@ pub struct LifelongToken {
 pub struct UserContext {
     /// Hashed static features (`age=24`, …), each in `1..feature_buckets`; empty for users without.
     pub static_features: Vec<u32>,
-    /// The last `short_len` events, most recent first.
-    pub short_term: Vec<HistoryToken>,
-    /// The last `positive_len` positive events, most recent first; may overlap `short_term`.
+    /// The last `short_len` events, oldest first.
+    pub recent: Vec<HistoryToken>,
+    /// The last `positive_len` positive events before `recent`, most recent first.
     pub positive: Vec<HistoryToken>,
-    /// At most C groups of the events older than the short-term window, largest group first.
+    /// At most C groups of the events before `recent`, largest group first.
     pub lifelong: Vec<LifelongToken>,
 }
 
@@ -124,27 +148,28 @@ pub struct UserContext {
 /// Expects a [validated](ContextConfig::validate) config. Panics if an item of `history` lies
 /// beyond the tokenizer's catalogue.
 pub fn build_context(user: &User, history: &[Event], tokenizer: &Tokenizer, config: &ContextConfig) -> UserContext {
-    let older = &history[..history.len().saturating_sub(config.short_len)];
+    let split = history.len().saturating_sub(config.short_len);
+    let token = |i: usize| {
+        let e = &history[i];
+        let gap = i.checked_sub(1).map(|p| e.timestamp - history[p].timestamp);
+        HistoryToken { item: e.item, feedback: feedback_bucket(e.feedback), gap: gap_bucket(gap) }
+    };
     UserContext {
         static_features: user.features.iter().map(|f| feature_bucket(f, config.feature_buckets)).collect(),
-        short_term: segment(history.iter().rev(), config.short_len),
-        positive: segment(history.iter().rev().filter(|e| e.feedback.is_positive()), config.positive_len),
-        lifelong: lifelong(older, tokenizer, config.lifelong_tokens),
+        recent: (split..history.len()).map(token).collect(),
+        positive: (0..split)
+            .rev()
+            .filter(|&i| history[i].feedback.is_positive())
+            .take(config.positive_len)
+            .map(token)
+            .collect(),
+        lifelong: lifelong(&history[..split], tokenizer, config.lifelong_tokens),
     }
 }
 
 /// FNV-1a of the feature string into `1..buckets`, leaving 0 for padding as feedback does.
 fn feature_bucket(feature: &str, buckets: usize) -> u32 {
     1 + (fnv1a(feature.bytes()) % (buckets as u64 - 1)) as u32
-}
-
-/// The first `len` events of a most-recent-first stream, numbered from 0.
-fn segment<'a>(events: impl Iterator<Item = &'a Event>, len: usize) -> Vec<HistoryToken> {
-    events
-        .take(len)
-        .enumerate()
-        .map(|(i, e)| HistoryToken { item: e.item, feedback: feedback_bucket(e.feedback), position: i as u16 })
-        .collect()
 }
 
 /// Tally of one first-level code over the lifelong events.
@@ -231,6 +256,51 @@ pub fn training_samples(dataset: &Dataset) -> Vec<Sample> {
         samples.extend(train.iter().enumerate().map(|(input_len, e)| Sample { user, input_len, target: e.item }));
     }
     samples
+}
+
+/// Many samples in one forward pass: the context of a user's first `end` training events, whose
+/// `recent` part (the last `n = min(end, short_len)` of them) the encoder reads causally. The
+/// decoder then predicts, for every `v` in `0..=n`, the training event that follows the first `v`
+/// recent events, from those `v` events and the older parts of the context.
+///
+/// [`training_windows`] cuts each sequence into such windows so that every sample of
+/// [`training_samples`] is the target of exactly one window position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub user: UserIdx,
+    pub end: usize,
+}
+
+impl Window {
+    /// The events the context of this window is built from.
+    pub fn history<'a>(&self, dataset: &'a Dataset) -> &'a [Event] {
+        &dataset.user_events(self.user)[..self.end]
+    }
+
+    /// `(v, target)`: the training event predicted after the first `v` recent events. `v = 0` (the
+    /// prefix alone) is a target only in a user's first window; in later ones that event is the
+    /// last target of the window before.
+    pub fn targets(&self, dataset: &Dataset, short_len: usize) -> Vec<(usize, ItemIdx)> {
+        let train = dataset.split(self.user).train;
+        let n = self.end.min(short_len);
+        let start = self.end - n;
+        let first = if start == 0 { 0 } else { 1 };
+        (first..=n).filter_map(|v| train.get(start + v).map(|e| (v, e.item))).collect()
+    }
+}
+
+/// Each user's training sequence cut from its end into windows of `short_len` events (the first
+/// may be shorter), in user then time order: the windows' targets are exactly
+/// [`training_samples`], each once. A user with L training events costs ⌈L / short_len⌉ encoder
+/// passes instead of L.
+pub fn training_windows(dataset: &Dataset, short_len: usize) -> Vec<Window> {
+    let mut windows = Vec::new();
+    for (user, train) in dataset.train_sequences().enumerate() {
+        let user = user as UserIdx;
+        let ends: Vec<usize> = (0..train.len().div_ceil(short_len)).map(|k| train.len() - k * short_len).collect();
+        windows.extend(ends.into_iter().rev().map(|end| Window { user, end }));
+    }
+    windows
 }
 
 #[cfg(test)]
@@ -329,27 +399,40 @@ mod tests {
     }
 
     #[test]
-    fn short_term_is_the_last_events_most_recent_first() {
+    fn recent_is_the_last_events_oldest_first_with_their_gaps() {
         let tok = six_items();
-        let history = events(&[
+        let mut history = events(&[
             (0, Feedback::Rating(5.0)),
             (1, Feedback::Click),
             (2, Feedback::Skip),
             (3, Feedback::Rating(2.0)),
             (4, Feedback::Like),
         ]);
+        for (e, t) in history.iter_mut().zip([0, 100, 100, 103, 1_000_000]) {
+            e.timestamp = t;
+        }
         let ctx = build_context(&User::default(), &history, &tok, &config(3, 8, 4));
-        let expected = [(4, 8, 0), (3, 2, 1), (2, 9, 2)];
-        let got: Vec<_> = ctx.short_term.iter().map(|t| (t.item, t.feedback, t.position)).collect();
+        // Gaps 0 s, 3 s and 999,897 s (2^19 ≤ gap < 2^20).
+        let expected = [(2, 9, 2), (3, 2, 3), (4, 8, 21)];
+        let got: Vec<_> = ctx.recent.iter().map(|t| (t.item, t.feedback, t.gap)).collect();
         assert_eq!(got, expected);
-        // A history shorter than the window is taken whole, with nothing left for the lifelong part.
+        // A history shorter than the window is taken whole, with nothing left for the older parts.
         let ctx = build_context(&User::default(), &history[..2], &tok, &config(3, 8, 4));
-        assert_eq!(ctx.short_term.iter().map(|t| t.item).collect::<Vec<_>>(), [1, 0]);
-        assert!(ctx.lifelong.is_empty());
+        assert_eq!(ctx.recent.iter().map(|t| (t.item, t.gap)).collect::<Vec<_>>(), [(0, 1), (1, 8)]);
+        assert!(ctx.lifelong.is_empty() && ctx.positive.is_empty());
     }
 
     #[test]
-    fn positive_segment_keeps_high_ratings_likes_and_long_watches() {
+    fn gap_buckets_double_and_leave_zero_for_padding() {
+        let cases = [(None, 1), (Some(-5), 2), (Some(0), 2), (Some(1), 2), (Some(2), 3), (Some(3), 3), (Some(4), 4)];
+        for (gap, bucket) in cases {
+            assert_eq!(gap_bucket(gap), bucket, "{gap:?}");
+        }
+        assert_eq!(gap_bucket(Some(i64::MAX)) as usize, GAP_BUCKETS - 1);
+    }
+
+    #[test]
+    fn positive_segment_keeps_high_ratings_likes_and_long_watches_before_the_window() {
         let tok = six_items();
         let history = events(&[
             (0, Feedback::Rating(4.0)),
@@ -360,11 +443,12 @@ mod tests {
             (5, Feedback::Rating(5.0)),
             (0, Feedback::Rating(2.0)),
         ]);
-        let ctx = build_context(&User::default(), &history, &tok, &config(2, 3, 4));
-        let got: Vec<_> = ctx.positive.iter().map(|t| (t.item, t.feedback, t.position)).collect();
-        assert_eq!(got, [(5, 5, 0), (3, 11, 1), (1, 8, 2)]);
+        // The window holds the last two events (5, 0); positives come from the five before.
+        let ctx = build_context(&User::default(), &history, &tok, &config(2, 2, 4));
+        let got: Vec<_> = ctx.positive.iter().map(|t| (t.item, t.feedback)).collect();
+        assert_eq!(got, [(3, 11), (1, 8)]);
         let all = build_context(&User::default(), &history, &tok, &config(2, 10, 4));
-        assert_eq!(all.positive.iter().map(|t| t.item).collect::<Vec<_>>(), [5, 3, 1, 0]);
+        assert_eq!(all.positive.iter().map(|t| t.item).collect::<Vec<_>>(), [3, 1, 0]);
     }
 
     #[test]
@@ -458,6 +542,34 @@ mod tests {
             assert_ne!(Some(s.target), split.valid.map(|e| e.item));
             assert_ne!(Some(s.target), split.test.map(|e| e.item));
         }
+    }
+
+    #[test]
+    fn windows_cover_every_training_sample_once_with_only_earlier_events_in_view() {
+        let r = Feedback::Rating(4.0);
+        let mut rows = Vec::new();
+        // a: 12 events (10 train), b: 3 (1 train), c: 2 (2 train, too few to hold out).
+        for t in 0..12 {
+            rows.push(("a", t % 6, r));
+        }
+        rows.extend([("b", 1, r), ("b", 2, r), ("b", 3, r), ("c", 4, r), ("c", 5, r)]);
+        let ds = dataset(6, &rows);
+        let windows = training_windows(&ds, 4);
+        let ends: Vec<_> = windows.iter().map(|w| (w.user, w.end)).collect();
+        assert_eq!(ends, [(0, 2), (0, 6), (0, 10), (1, 1), (2, 2)]);
+        let mut covered = Vec::new();
+        for w in &windows {
+            let train = ds.split(w.user).train;
+            assert_eq!(w.history(&ds), &train[..w.end]);
+            let n = w.end.min(4);
+            for (v, target) in w.targets(&ds, 4) {
+                // The target follows the first v recent events: it is the training event at end − n + v.
+                let at = w.end - n + v;
+                assert_eq!(target, train[at].item, "{w:?} v {v}");
+                covered.push(Sample { user: w.user, input_len: at, target });
+            }
+        }
+        assert_eq!(covered, training_samples(&ds));
     }
 
     #[test]

@@ -148,9 +148,10 @@ mod tests {
     fn full_decode_log_probs(model: &OneRec, memory: &Memory, prefix: &[Code], device: &Device) -> Vec<f32> {
         let t = prefix.len();
         let codes = prefix.iter().map(|&c| c as i64).collect();
-        let codes = Tensor::<2, Int>::from_data(TensorData::new(codes, [1, t]), device);
+        let codes = Tensor::<3, Int>::from_data(TensorData::new(codes, [1, 1, t]), device);
         let (states, _) = model.decode(codes, memory);
-        let last = states.narrow(1, t, 1).squeeze_dim::<2>(1);
+        let d = states.dims()[3];
+        let last = states.narrow(2, t, 1).reshape([1, d]);
         to_vec(log_softmax(model.head(t, last), 1))
     }
 

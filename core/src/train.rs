@@ -1,5 +1,6 @@
-//! Next-token training of the generative model (DESIGN.md §2 "Training"): every prefix of a
-//! training sequence is a sample, AdamW with warm-up and cosine decay, gradient clipping, early
+//! Next-token training of the generative model (DESIGN.md §2 "Training"): every event of a
+//! training sequence is a target, learnt in windows of `short_len` events that cost one encoder
+//! pass each (see [`crate::context::Window`]), AdamW with warm-up and cosine decay, gradient clipping, early
 //! stopping on validation NDCG@10, checkpoints that a run resumes from.
 
 use std::ops::ControlFlow;
@@ -18,19 +19,20 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Format};
-use crate::context::{Sample, build_context, training_samples};
+use crate::context::{Window, build_context, training_windows};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{self, Stage};
-use crate::model::{Batch, ModelConfig, OneRec};
+use crate::model::{Batch, ModelConfig, OneRec, Query};
 use crate::recommend::Recommender;
 use crate::snapshot::check_catalogue;
-use crate::tokenizer::{Code, Tokenizer};
+use crate::tokenizer::Tokenizer;
 
 /// Settings of a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub epochs: usize,
+    /// Training windows per step; each holds up to `short_len` + 1 targets.
     pub batch_size: usize,
     pub learning_rate: f64,
     /// Steps of linear warm-up before the cosine decay.
@@ -51,7 +53,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             epochs: 20,
-            batch_size: 256,
+            batch_size: 32,
             learning_rate: 2e-3,
             warmup_steps: 100,
             weight_decay: 0.01,
@@ -81,6 +83,7 @@ pub struct EpochReport {
     pub valid_ndcg_at_10: f64,
     pub valid_recall_at_10: f64,
     pub seconds: f64,
+    /// Training targets (next items predicted) per second of the epoch's training part.
     pub samples_per_second: f64,
     /// Share of routed tokens per expert, per decoder layer, over the epoch.
     pub expert_share: Vec<Vec<f32>>,
@@ -90,6 +93,7 @@ pub struct EpochReport {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainReport {
     pub parameters: usize,
+    /// Training targets per epoch: one per training event.
     pub samples: usize,
     pub epochs: Vec<EpochReport>,
     /// 1-based epoch whose weights were kept (best validation NDCG@10).
@@ -266,15 +270,16 @@ pub fn train(
     if config.batch_size == 0 || config.epochs == 0 {
         return Err(Error::Config("batch size and epochs must be positive".into()));
     }
-    let samples = training_samples(dataset);
-    if samples.is_empty() {
+    let windows = training_windows(dataset, model_config.context.short_len);
+    let samples: usize = dataset.train_sequences().map(<[_]>::len).sum();
+    if windows.is_empty() {
         return Err(Error::Config(format!("{} has no training samples", dataset.name)));
     }
     device.seed(config.seed);
     let train_device = device.clone().autodiff();
     let mut model = model_config.init(&train_device);
     let mut optimizer = adamw(config.weight_decay, config.grad_clip);
-    let mut report = TrainReport { parameters: model.num_params(), samples: samples.len(), ..TrainReport::default() };
+    let mut report = TrainReport { parameters: model.num_params(), samples, ..TrainReport::default() };
     let mut best = to_bytes(&model)?;
     let mut step = 0;
     if let Some(Checkpointing { path, resume: true }) = checkpoint {
@@ -287,25 +292,31 @@ pub fn train(
         report = saved.report;
         step = saved.step;
     }
-    let steps_per_epoch = samples.len().div_ceil(config.batch_size);
+    let steps_per_epoch = windows.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
     let ids = &tokenizer.semantic_ids;
     while report.epochs.len() < config.epochs {
         let epoch = report.epochs.len() + 1;
         let started = Instant::now();
-        let mut order: Vec<&Sample> = samples.iter().collect();
+        let mut order: Vec<&Window> = windows.iter().collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(epoch as u64)));
-        let (mut loss_sum, mut share) = (0.0, Vec::<Vec<f32>>::new());
+        let (mut loss_sum, mut share, mut seen) = (0.0, Vec::<Vec<f32>>::new(), 0);
+        let short_len = model_config.context.short_len;
         for (i, chunk) in order.chunks(config.batch_size).enumerate() {
-            let contexts: Vec<_> = chunk
+            let (contexts, targets): (Vec<_>, Vec<_>) = chunk
                 .par_iter()
-                .map(|s| {
-                    let events = &dataset.user_events(s.user)[..s.input_len];
-                    build_context(&dataset.users[s.user as usize], events, tokenizer, &model_config.context)
+                .map(|w| {
+                    let user = &dataset.users[w.user as usize];
+                    let context = build_context(user, w.history(dataset), tokenizer, &model_config.context);
+                    (context, w.targets(dataset, short_len))
                 })
+                .unzip();
+            let queries: Vec<Vec<Query>> = targets
+                .iter()
+                .map(|t| t.iter().map(|&(sees, item)| Query { sees, target: ids.id_of(item) }).collect())
                 .collect();
-            let targets: Vec<&[Code]> = chunk.iter().map(|s| ids.id_of(s.target)).collect();
-            let batch = Batch::new(&contexts, Some(&targets), ids, model_config, &train_device);
+            seen += queries.iter().map(Vec::len).sum::<usize>();
+            let batch = Batch::windows(&contexts, &queries, ids, model_config, &train_device);
             let (loss, loads) = model.loss(&batch);
             let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
@@ -318,7 +329,6 @@ pub fn train(
             accumulate(&mut share, &loads);
             loss_sum += loss_value;
             step += 1;
-            let seen = ((i + 1) * config.batch_size).min(samples.len());
             let _ = on_progress(Progress::Step {
                 epoch,
                 step: i + 1,
@@ -338,7 +348,7 @@ pub fn train(
             valid_ndcg_at_10: valid.get("ndcg@10"),
             valid_recall_at_10: valid.get("recall@10"),
             seconds: started.elapsed().as_secs_f64(),
-            samples_per_second: samples.len() as f64 / train_seconds,
+            samples_per_second: samples as f64 / train_seconds,
             expert_share: share.iter().map(|layer| normalised(layer)).collect(),
         };
         let flow = on_progress(Progress::Epoch(&epoch_report));
@@ -444,7 +454,7 @@ mod learning_tests {
         let (dataset, tokenizer, model_config) = tiny_setup(24, 24, 16, 4);
         let config = TrainConfig {
             epochs: 40,
-            batch_size: 32,
+            batch_size: 4,
             learning_rate: 1e-2,
             warmup_steps: 10,
             patience: 40,

@@ -23,9 +23,10 @@ fn next_log_probs(model: &OneRec, memory: &Memory, prefixes: &[Vec<Code>], devic
     let rows = prefixes.len();
     let t = prefixes.first().map_or(0, Vec::len);
     let flat: Vec<i64> = prefixes.iter().flat_map(|p| p.iter().map(|&c| c as i64)).collect();
-    let codes = Tensor::<2, Int>::from_data(TensorData::new(flat, [rows, t]), device);
+    let codes = Tensor::<3, Int>::from_data(TensorData::new(flat, [rows, 1, t]), device);
     let (states, _) = model.decode(codes, memory);
-    let last = states.narrow(1, t, 1).squeeze_dim::<2>(1);
+    let d = states.dims()[3];
+    let last = states.narrow(2, t, 1).reshape([rows, d]);
     log_softmax(model.head(t, last), 1).into_data().try_to_vec::<f32>().expect("f32 logits")
 }
 
@@ -89,10 +90,11 @@ pub fn sequence_log_probs(model: &OneRec, memory: &Memory, ids: &[Vec<Code>], de
     let levels = ids.first().map_or(0, Vec::len);
     let flat: Vec<i64> = ids.iter().flat_map(|id| id.iter().map(|&c| c as i64)).collect();
     let codes = Tensor::<2, Int>::from_data(TensorData::new(flat, [n, levels]), device);
-    let (states, _) = model.decode(codes.clone().narrow(1, 0, levels - 1), memory);
+    let (states, _) = model.decode(codes.clone().narrow(1, 0, levels - 1).unsqueeze_dim(1), memory);
+    let d = states.dims()[3];
     let mut total = Tensor::<1>::zeros([n], device);
     for level in 0..levels {
-        let state = states.clone().narrow(1, level, 1).squeeze_dim::<2>(1);
+        let state = states.clone().narrow(2, level, 1).reshape([n, d]);
         let lp = log_softmax(model.head(level, state), 1);
         total = total + lp.gather(1, codes.clone().narrow(1, level, 1)).reshape([n]);
     }

@@ -24,7 +24,9 @@ pub struct IncrementalDecoder<'m> {
     width: usize,
     /// Per decoder layer: each user's cross-attention keys and values, `[users, heads, slots, d_k]`.
     cross: Vec<(Tensor<4>, Tensor<4>)>,
-    /// `[users, heads, 1, slots]`, true on the memory's padding slots.
+    /// `[users, 1, d_model]`: the state the first ID position starts from.
+    last: Tensor<3>,
+    /// `[users, heads, 1, slots]`, true on the slots a user's query may not see (padding).
     padding: Tensor<4, Bool>,
     /// Per decoder layer: self-attention keys and values so far, `[users · width, heads, t, d_k]`.
     cache: Vec<(Tensor<4>, Tensor<4>)>,
@@ -48,14 +50,15 @@ impl<'m> IncrementalDecoder<'m> {
             })
             .collect::<Vec<_>>();
         let heads = model.decoder.first().map_or(1, |b| b.cross_attention.n_heads);
-        let padding = memory.padding.clone().reshape([users, 1, 1, slots]).expand([users, heads, 1, slots]);
-        IncrementalDecoder { model, users, width: 1, cross, padding, cache: Vec::new(), position: 0 }
+        let padding = memory.hidden.clone().reshape([users, 1, 1, slots]).expand([users, heads, 1, slots]);
+        let last = memory.last.clone();
+        IncrementalDecoder { model, users, width: 1, cross, last, padding, cache: Vec::new(), position: 0 }
     }
 
     /// Log-probabilities of the first code for each user, `[users, vocabulary₀]`.
     pub fn start(&mut self) -> Tensor<2> {
         let device = self.padding.device();
-        let bos = self.model.bos.forward(Tensor::<2, Int>::zeros([self.users, 1], &device));
+        let bos = self.model.bos.forward(Tensor::<2, Int>::zeros([self.users, 1], &device)) + self.last.clone();
         self.cache.clear();
         self.position = 0;
         self.width = 1;

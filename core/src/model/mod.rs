@@ -1,5 +1,25 @@
-//! The generative model: an encoder over the user context and a decoder with mixture-of-experts
-//! feed-forward layers that generates an item's semantic ID code by code (DESIGN.md §2 "Model").
+//! The generative model: a causal encoder over the user context and a decoder with
+//! mixture-of-experts feed-forward layers that generates an item's semantic ID code by code
+//! (DESIGN.md §2 "Model").
+//!
+//! **One pass per window, not per target.** The first version encoded every prefix of every
+//! sequence on its own, so a user with L events cost L encoder passes; SASRec gets all L
+//! next-item losses from one causal pass, and trained 40× faster. OneRec-V2 (arXiv 2508.20900)
+//! measured the same imbalance at scale (the encoder took 97.66% of compute) and moved to a lazy
+//! decoder-only model whose context is keys and values computed once. We keep the encoder and the
+//! cross-attention but make them lazy in the same sense:
+//! - the encoder reads a window of recent events causally, after a prefix of static features,
+//!   older positives and compressed lifelong history (see [`batch`] for who sees what), so its
+//!   states are computed once per window;
+//! - every target of the window is a decoder query that starts from the state of the last event
+//!   before it (as SASRec predicts from that state) and cross-attends only to the prefix and the
+//!   events before it. The decoder itself stays the short code-by-code generator OneRec needs for
+//!   semantic IDs and the constrained beam.
+//!
+//! Against HSTU, which interleaves actions and items in one decoder-only stream: our events carry
+//! their feedback and time gap as embeddings on the item's token, so the stream is half as long,
+//! and the ID decoder stays separate, so serving decodes IDs for a prefilled context (one encoder
+//! pass, then a KV-cached beam over the code levels; see [`IncrementalDecoder`]).
 
 pub mod batch;
 mod incremental;
@@ -8,12 +28,13 @@ mod moe;
 use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::context::{ContextConfig, FEEDBACK_BUCKETS};
+use crate::context::{ContextConfig, FEEDBACK_BUCKETS, GAP_BUCKETS};
 use crate::error::{Error, Result};
-pub use batch::Batch;
+pub use batch::{Batch, Query};
 pub use incremental::IncrementalDecoder;
 pub use moe::{ExpertLoad, MoeFfn, SwiGlu};
 
@@ -74,8 +95,8 @@ impl ModelConfig {
         let (d_model, heads, encoder_layers, decoder_layers, d_ff, experts, top_k, short_len, positive_len, lifelong) =
             match preset {
                 Preset::Tiny => (32, 2, 1, 1, 64, 2, 1, 8, 8, 4),
-                Preset::Small => (64, 4, 2, 2, 128, 4, 2, 20, 20, 16),
-                Preset::Base => (512, 8, 4, 4, 768, 8, 2, 20, 256, 32),
+                Preset::Small => (64, 4, 2, 2, 128, 4, 2, 50, 20, 16),
+                Preset::Base => (512, 8, 4, 4, 768, 8, 2, 100, 256, 32),
             };
         ModelConfig {
             d_model,
@@ -94,7 +115,7 @@ impl ModelConfig {
         }
     }
 
-    /// Encoder slots: the static token, short-term, positive and lifelong tokens, in that order.
+    /// Encoder slots: the static token, positive, lifelong and recent tokens, in that order.
     pub fn encoder_len(&self) -> usize {
         1 + self.context.short_len + self.context.positive_len + self.context.lifelong_tokens
     }
@@ -103,11 +124,18 @@ impl ModelConfig {
     /// sized without allocating it).
     pub fn parameter_count(&self) -> usize {
         let d = self.d_model;
-        let embeddings =
-            (self.context.feature_buckets + 1 + self.items + 1 + FEEDBACK_BUCKETS + self.encoder_len() + 1) * d
-                + self.level_sizes[..self.semantic_levels].iter().map(|v| (v + 1) * d).sum::<usize>()
-                + self.level_sizes.iter().map(|v| v * d).sum::<usize>()
-                + self.level_sizes.len() * d;
+        let embeddings = (self.context.feature_buckets
+            + 1
+            + self.items
+            + 1
+            + FEEDBACK_BUCKETS
+            + GAP_BUCKETS
+            + self.encoder_len()
+            + 1)
+            * d
+            + self.level_sizes[..self.semantic_levels].iter().map(|v| (v + 1) * d).sum::<usize>()
+            + self.level_sizes.iter().map(|v| v * d).sum::<usize>()
+            + self.level_sizes.len() * d;
         let lifelong = (self.item_embedding_dim + 1) * d + d;
         let attention = 4 * (d * d + d);
         let swiglu = 3 * d * self.d_ff;
@@ -126,6 +154,7 @@ impl ModelConfig {
             item_embedding: emb(self.items + 1),
             history_code_embeddings: (0..self.semantic_levels).map(|l| emb(self.level_sizes[l] + 1)).collect(),
             feedback_embedding: emb(FEEDBACK_BUCKETS),
+            gap_embedding: emb(GAP_BUCKETS),
             lifelong_projection: LinearConfig::new(self.item_embedding_dim + 1, self.d_model).init(device),
             encoder_positions: emb(self.encoder_len()),
             encoder: (0..self.encoder_layers).map(|_| EncoderBlock::new(self, device)).collect(),
@@ -168,9 +197,10 @@ impl EncoderBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<3>, padding: Tensor<2, Bool>) -> Tensor<3> {
+    /// `mask`: `[batch, slots, slots]`, true where a slot may not attend another.
+    fn forward(&self, x: Tensor<3>, mask: Tensor<3, Bool>) -> Tensor<3> {
         let h = self.attention_norm.forward(x.clone());
-        let h = self.attention.forward(MhaInput::self_attn(h).mask_pad(padding)).context;
+        let h = self.attention.forward(MhaInput::self_attn(h).mask_attn(mask)).context;
         let x = x + self.dropout.forward(h);
         let h = self.ffn.forward(self.ffn_norm.forward(x.clone()));
         x + self.dropout.forward(h)
@@ -202,36 +232,47 @@ impl DecoderBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<3>, memory: &Memory) -> (Tensor<3>, ExpertLoad) {
-        let [b, t, _] = x.dims();
-        let causal = Tensor::<2, Bool>::tril_mask([t, t], 0, &x.device()).unsqueeze::<3>().expand([b, t, t]);
+    /// `x`: `[batch · queries, t, d_model]`, one row of ID positions per query; `cross_mask`:
+    /// `[batch, queries · t, slots]`, what each position's query may not see of the memory.
+    fn forward(&self, x: Tensor<3>, memory: &Memory, cross_mask: Tensor<3, Bool>) -> (Tensor<3>, ExpertLoad) {
+        let [rows, t, d] = x.dims();
+        let b = memory.states.dims()[0];
+        let causal = Tensor::<2, Bool>::tril_mask([t, t], 0, &x.device()).unsqueeze::<3>().expand([rows, t, t]);
         let h = self.self_norm.forward(x.clone());
         let h = self.self_attention.forward(MhaInput::self_attn(h).mask_attn(causal)).context;
         let x = x + self.dropout.forward(h);
-        let q = self.cross_norm.forward(x.clone());
+        // All queries of a context attend to its memory as one block.
+        let q = self.cross_norm.forward(x.clone()).reshape([b, rows / b * t, d]);
         let h = self
             .cross_attention
-            .forward(MhaInput::new(q, memory.states.clone(), memory.states.clone()).mask_pad(memory.padding.clone()))
+            .forward(MhaInput::new(q, memory.states.clone(), memory.states.clone()).mask_attn(cross_mask))
             .context;
-        let x = x + self.dropout.forward(h);
+        let x = x + self.dropout.forward(h.reshape([rows, t, d]));
         let (h, load) = self.ffn.forward(self.ffn_norm.forward(x.clone()));
         (x + self.dropout.forward(h), load)
     }
 }
 
-/// The encoded user context that every decoding step attends to.
+/// The encoded user contexts that the decoder's queries attend to.
 #[derive(Clone, Debug)]
 pub struct Memory {
     /// `[batch, encoder_len, d_model]`.
     pub states: Tensor<3>,
-    /// `[batch, encoder_len]`, true where a slot is padding.
-    pub padding: Tensor<2, Bool>,
+    /// `[batch, queries, encoder_len]`, true where query `q` may not attend a slot (padding, or
+    /// an event after the query's target).
+    pub hidden: Tensor<3, Bool>,
+    /// `[batch, queries, d_model]`: the state of the last slot each query sees, added to its BOS.
+    pub last: Tensor<3>,
 }
 
 impl Memory {
     /// Row `i` of the result is row `rows[i]` of this memory: how beams share one user's encoding.
     pub fn select(&self, rows: Tensor<1, Int>) -> Memory {
-        Memory { states: self.states.clone().select(0, rows.clone()), padding: self.padding.clone().select(0, rows) }
+        Memory {
+            states: self.states.clone().select(0, rows.clone()),
+            hidden: self.hidden.clone().select(0, rows.clone()),
+            last: self.last.clone().select(0, rows),
+        }
     }
 }
 
@@ -242,6 +283,7 @@ pub struct OneRec {
     item_embedding: Embedding,
     history_code_embeddings: Vec<Embedding>,
     feedback_embedding: Embedding,
+    gap_embedding: Embedding,
     lifelong_projection: Linear,
     encoder_positions: Embedding,
     encoder: Vec<EncoderBlock>,
@@ -258,52 +300,71 @@ pub struct OneRec {
 impl OneRec {
     /// Encodes a batch of user contexts.
     pub fn encode(&self, batch: &Batch) -> Memory {
-        let [b, s] = batch.padding.dims();
-        let device = batch.padding.device();
+        let [b, s, _] = batch.encoder_mask.dims();
+        let device = batch.encoder_mask.device();
+        let positive_len = batch.positive_len;
         // Static token: the sum of the user's feature embeddings.
         let features = (self.feature_embedding.forward(batch.features.clone())
             * batch.feature_weights.clone().unsqueeze_dim::<3>(2))
         .sum_dim(1);
-        // History tokens: item ID + semantic codes + feedback.
+        // Event tokens: item ID + semantic codes + feedback + time since the previous event.
         let mut history = self.item_embedding.forward(batch.history_items.clone())
-            + self.feedback_embedding.forward(batch.history_feedback.clone());
+            + self.feedback_embedding.forward(batch.history_feedback.clone())
+            + self.gap_embedding.forward(batch.history_gaps.clone());
         for (level, table) in self.history_code_embeddings.iter().enumerate() {
             history = history + table.forward(batch.history_codes[level].clone());
         }
+        let history_len = history.dims()[1];
         // Lifelong tokens: mean embedding and log-size of a group, plus the group's first code.
         let lifelong = self.lifelong_projection.forward(batch.lifelong.clone())
             + self.history_code_embeddings[0].forward(batch.lifelong_codes.clone());
-        let tokens = Tensor::cat(vec![features, history, lifelong], 1);
+        let tokens = Tensor::cat(
+            vec![
+                features,
+                history.clone().narrow(1, 0, positive_len),
+                lifelong,
+                history.narrow(1, positive_len, history_len - positive_len),
+            ],
+            1,
+        );
         let positions = Tensor::<1, Int>::arange(0..s as i64, &device).reshape([1, s]);
         let d = tokens.dims()[2];
         let mut x = self.dropout.forward(tokens + self.encoder_positions.forward(positions).expand([b, s, d]));
         for block in &self.encoder {
-            x = block.forward(x, batch.padding.clone());
+            x = block.forward(x, batch.encoder_mask.clone());
         }
-        Memory { states: self.encoder_norm.forward(x), padding: batch.padding.clone() }
+        let states = self.encoder_norm.forward(x);
+        let [_, q] = batch.query_slots.dims();
+        let last = states.clone().gather(1, batch.query_slots.clone().unsqueeze_dim::<3>(2).expand([b, q, d]));
+        Memory { states, hidden: batch.query_mask.clone(), last }
     }
 
-    /// Decoder states after `[BOS, codes…]`: `codes` is `[batch, t]` (t may be 0), the result is
-    /// `[batch, t + 1, d_model]`, with the expert loads of each MoE layer.
-    pub fn decode(&self, codes: Tensor<2, Int>, memory: &Memory) -> (Tensor<3>, Vec<ExpertLoad>) {
-        let [b, t] = codes.dims();
+    /// Decoder states after `[BOS, codes…]` for every query: `codes` is `[batch, queries, t]` (t
+    /// may be 0), the result is `[batch, queries, t + 1, d_model]`, with the expert loads of each
+    /// MoE layer.
+    pub fn decode(&self, codes: Tensor<3, Int>, memory: &Memory) -> (Tensor<4>, Vec<ExpertLoad>) {
+        let [b, q, t] = codes.dims();
         let device = codes.device();
-        let mut inputs = vec![self.bos.forward(Tensor::<2, Int>::zeros([b, 1], &device))];
+        let bos = self.bos.forward(Tensor::<2, Int>::zeros([b * q, 1], &device));
+        let mut inputs = vec![bos + memory.last.clone().reshape([b * q, 1, memory.last.dims()[2]])];
         for (pos, table) in self.decoder_code_embeddings.iter().take(t).enumerate() {
-            inputs.push(table.forward(codes.clone().narrow(1, pos, 1)));
+            inputs.push(table.forward(codes.clone().narrow(2, pos, 1).reshape([b * q, 1])));
         }
         let positions = Tensor::<1, Int>::arange(0..(t + 1) as i64, &device).reshape([1, t + 1]);
         let x = Tensor::cat(inputs, 1);
         let d = x.dims()[2];
-        let mut x = x + self.decoder_positions.forward(positions).expand([b, t + 1, d]);
+        let mut x = x + self.decoder_positions.forward(positions).expand([b * q, t + 1, d]);
         x = self.dropout.forward(x);
+        let slots = memory.states.dims()[1];
+        let cross_mask =
+            memory.hidden.clone().unsqueeze_dim::<4>(2).expand([b, q, t + 1, slots]).reshape([b, q * (t + 1), slots]);
         let mut loads = Vec::with_capacity(self.decoder.len());
         for block in &self.decoder {
-            let (next, load) = block.forward(x, memory);
+            let (next, load) = block.forward(x, memory, cross_mask.clone());
             x = next;
             loads.push(load);
         }
-        (self.decoder_norm.forward(x), loads)
+        (self.decoder_norm.forward(x).reshape([b, q, t + 1, d]), loads)
     }
 
     /// Logits of ID position `level` from the decoder state that precedes it (`[batch, d_model]`).
@@ -311,23 +372,25 @@ impl OneRec {
         self.heads[level].forward(state)
     }
 
-    /// Teacher-forced next-token loss over every position of the target IDs (mean cross-entropy),
-    /// with the expert loads of the decoder.
+    /// Teacher-forced next-token loss over every position of the target IDs of every real query
+    /// (mean cross-entropy), with the expert loads of the decoder.
     pub fn loss(&self, batch: &Batch) -> (Tensor<1>, Vec<ExpertLoad>) {
-        let targets = batch.targets.clone().expect("a training batch has targets");
+        let (targets, weights, count) = batch.targets.clone().expect("a training batch has targets");
         let levels = self.heads.len();
-        let [b, _] = targets.dims();
+        let [b, q, _] = targets.dims();
         let memory = self.encode(batch);
-        let (states, loads) = self.decode(targets.clone().narrow(1, 0, levels - 1), &memory);
+        let (states, loads) = self.decode(targets.clone().narrow(2, 0, levels - 1), &memory);
+        let d = states.dims()[3];
+        let weights = weights.reshape([b * q]);
         let mut total = Tensor::<1>::zeros([1], &states.device());
         for level in 0..levels {
-            let state = states.clone().narrow(1, level, 1).squeeze_dim::<2>(1);
-            let logits = self.head(level, state);
-            let target = targets.clone().narrow(1, level, 1).reshape([b]);
-            total =
-                total + burn::nn::loss::CrossEntropyLossConfig::new().init(&logits.device()).forward(logits, target);
+            let state = states.clone().narrow(2, level, 1).reshape([b * q, d]);
+            let log_probs = log_softmax(self.head(level, state), 1);
+            let target = targets.clone().narrow(2, level, 1).reshape([b * q, 1]);
+            let nll = log_probs.gather(1, target).reshape([b * q]).neg();
+            total = total + (nll * weights.clone()).sum();
         }
-        (total / levels as f32, loads)
+        (total / (count.max(1) * levels) as f32, loads)
     }
 
     /// Applies loss-free balancing to every MoE layer from the loads of a step.
