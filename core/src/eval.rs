@@ -7,7 +7,7 @@ use std::fmt;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, Event, ItemIdx, UserIdx};
+use crate::data::{Dataset, Event, ItemIdx, SplitRule, UserIdx};
 
 /// Cut-offs every report gives.
 pub const CUTOFFS: [usize; 3] = [5, 10, 20];
@@ -127,6 +127,28 @@ pub fn popularity(dataset: &Dataset) -> Vec<f32> {
     counts
 }
 
+/// The recent-popularity baseline: how often each item occurred in the inputs of `stage` during
+/// the `window_seconds` before the time cut (before the latest input event, under leave-one-out).
+/// What a "trending now" shelf shows, and the bar a model that follows time must clear.
+pub fn recent_popularity(dataset: &Dataset, stage: Stage, window_seconds: i64) -> Vec<f32> {
+    let inputs = || {
+        (0..dataset.n_users() as UserIdx).flat_map(move |u| {
+            let split = dataset.split(u);
+            match stage {
+                Stage::Valid => split.train,
+                Stage::Test => split.test_input,
+            }
+        })
+    };
+    let end = match dataset.split_rule {
+        SplitRule::TimeCut { cut } => cut,
+        SplitRule::LeaveOneOut => inputs().map(|e| e.timestamp).max().map_or(0, |t| t + 1),
+    };
+    let mut counts = vec![0f32; dataset.n_items()];
+    inputs().filter(|e| e.timestamp >= end - window_seconds).for_each(|e| counts[e.item as usize] += 1.0);
+    counts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +208,25 @@ mod tests {
         }
         let ds = b.finish("t").unwrap();
         assert_eq!(popularity(&ds), vec![2.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn recent_popularity_counts_the_window_before_the_cut() {
+        let mut b = DatasetBuilder::new();
+        let o = Origin::new("t", 1);
+        // Before the cut at 100: x at 10 and 95, y at 90 and 99, z at 97 (a later user); after: z, z.
+        for (user, item, t) in [("u", "x", 10), ("u", "y", 90), ("u", "x", 95), ("u", "z", 100), ("v", "y", 99)] {
+            b.add_event(user, item, t, Feedback::Click, &o);
+        }
+        b.add_event("v", "z", 97, Feedback::Click, &o);
+        b.add_event("v", "z", 120, Feedback::Click, &o);
+        let ds = b.finish("t").unwrap();
+        let ds = Dataset { split_rule: SplitRule::TimeCut { cut: 100 }, ..ds };
+        let [x, y, z] = ["x", "y", "z"].map(|id| ds.items.iter().position(|i| i.id == id).unwrap());
+        let scores = recent_popularity(&ds, Stage::Test, 10);
+        assert_eq!((scores[x], scores[y], scores[z]), (1.0, 2.0, 1.0), "x at 10 is too old, nothing after the cut");
+        // Validation inputs leave out each user's last event before the cut (x at 95, y at 99).
+        let valid = recent_popularity(&ds, Stage::Valid, 10);
+        assert_eq!((valid[x], valid[y], valid[z]), (0.0, 1.0, 1.0));
     }
 }

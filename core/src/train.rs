@@ -200,7 +200,7 @@ struct Checkpoint {
     step: usize,
 }
 
-const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 1, kind: "training checkpoint" };
+const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 2, kind: "training checkpoint" };
 
 pub(crate) fn to_bytes(model: &OneRec) -> Result<Vec<u8>> {
     let bytes = model.clone().into_record().into_bytes().map_err(|e| Error::External(format!("{e:?}")))?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::slice::ParallelSliceMut;
 
-use super::{Dataset, Event, Feedback, Item, ItemIdx, User, UserIdx};
+use super::{Dataset, Event, Feedback, Item, ItemIdx, SplitRule, User, UserIdx};
 use crate::error::{Error, Result};
 
 /// How many examples of one kind of warning are kept before only counting.
@@ -142,6 +142,7 @@ impl DatasetBuilder {
             events: self.events,
             user_start,
             warnings: self.warnings,
+            split_rule: SplitRule::LeaveOneOut,
         })
     }
 }

@@ -104,16 +104,32 @@ pub struct Dataset {
     pub user_start: Vec<usize>,
     /// Things the loader had to assume (unknown ids, skipped columns), one line each.
     pub warnings: Vec<String>,
+    /// How [`Dataset::split`] holds events out.
+    #[serde(default)]
+    pub split_rule: SplitRule,
 }
 
-/// A user's events cut by the leave-one-out protocol (DESIGN.md §3).
+/// How the held-out events of DESIGN.md §3 are chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SplitRule {
+    /// Each user's last event is the test target and the one before it the validation target.
+    #[default]
+    LeaveOneOut,
+    /// One moment for everyone, as a deployment sees time: a user's test target is their first
+    /// event at or after `cut`, with every event before the cut as input; the validation target
+    /// is their last event before the cut. Nothing after the cut is trained on, so a model
+    /// cannot learn what became popular later.
+    TimeCut { cut: i64 },
+}
+
+/// A user's events cut by the data set's [`SplitRule`] (DESIGN.md §3).
 #[derive(Clone, Copy, Debug)]
 pub struct UserSplit<'a> {
     /// Everything before the validation event: the input for validation.
     pub train: &'a [Event],
-    /// The second-to-last event, when the user has at least three.
+    /// Leave-one-out: the second-to-last event, when the user has at least three.
     pub valid: Option<&'a Event>,
-    /// The last event, when the user has at least three.
+    /// Leave-one-out: the last event, when the user has at least three.
     pub test: Option<&'a Event>,
     /// Train plus the validation event: the input for test.
     pub test_input: &'a [Event],
@@ -134,10 +150,29 @@ impl Dataset {
         &self.events[self.user_start[u]..self.user_start[u + 1]]
     }
 
-    /// Leave-one-out split of one user: last event for test, second-to-last for validation.
-    /// Users with fewer than three events keep them all for training.
+    /// The same data, split at the `quantile` of all event timestamps ([`SplitRule::TimeCut`]).
+    pub fn cut_at_time_quantile(mut self, quantile: f64) -> Dataset {
+        let mut times: Vec<i64> = self.events.iter().map(|e| e.timestamp).collect();
+        times.sort_unstable();
+        let at = ((times.len() as f64 * quantile.clamp(0.0, 1.0)) as usize).min(times.len().saturating_sub(1));
+        self.split_rule = SplitRule::TimeCut { cut: times.get(at).copied().unwrap_or(0) };
+        self
+    }
+
+    /// One user's split under [`Dataset::split_rule`]. Leave-one-out: last event for test,
+    /// second-to-last for validation; users with fewer than three events keep them all for
+    /// training. Time cut: see [`SplitRule::TimeCut`]; a user with no event before the cut has no
+    /// targets, and one with a single event there trains on it without a validation target.
     pub fn split(&self, user: UserIdx) -> UserSplit<'_> {
         let events = self.user_events(user);
+        if let SplitRule::TimeCut { cut } = self.split_rule {
+            let (input, after) = events.split_at(events.partition_point(|e| e.timestamp < cut));
+            let test = after.first().filter(|_| !input.is_empty());
+            return match input.len() {
+                0 | 1 => UserSplit { train: input, valid: None, test, test_input: input },
+                n => UserSplit { train: &input[..n - 1], valid: Some(&input[n - 1]), test, test_input: input },
+            };
+        }
         let n = events.len();
         if n < 3 {
             return UserSplit { train: events, valid: None, test: None, test_input: events };
@@ -176,6 +211,35 @@ mod tests {
         let short = ds.split(1);
         assert_eq!(short.train.len(), 1);
         assert!(short.valid.is_none() && short.test.is_none());
+    }
+
+    #[test]
+    fn a_time_cut_holds_out_the_first_event_after_one_global_moment() {
+        let mut b = DatasetBuilder::new();
+        let o = Origin::new("t", 1);
+        // u: events at 0, 1, 2, 5, 6; v: 3, 7; w: 8, 9 (all after the cut); x: 4 only.
+        for (user, t) in [("u", 0), ("u", 1), ("u", 2), ("u", 5), ("u", 6), ("v", 3), ("v", 7), ("w", 8), ("w", 9)] {
+            b.add_event(user, &format!("i{t}"), t, Feedback::Click, &o);
+        }
+        b.add_event("x", "i4", 4, Feedback::Click, &o);
+        let ds = b.finish("t").unwrap().cut_at_time_quantile(0.5);
+        // Ten timestamps 0..=9: the median one is 5.
+        assert_eq!(ds.split_rule, SplitRule::TimeCut { cut: 5 });
+        let times = |events: &[Event]| events.iter().map(|e| e.timestamp).collect::<Vec<_>>();
+        let u = ds.split(0);
+        assert_eq!(
+            (times(u.train), u.valid.map(|e| e.timestamp), u.test.map(|e| e.timestamp)),
+            (vec![0, 1], Some(2), Some(5))
+        );
+        assert_eq!(times(u.test_input), [0, 1, 2]);
+        let v = ds.split(1);
+        assert_eq!((times(v.train), v.valid.is_none(), v.test.map(|e| e.timestamp)), (vec![3], true, Some(7)));
+        let w = ds.split(2);
+        assert!(w.train.is_empty() && w.valid.is_none() && w.test.is_none(), "no input before the cut, no target");
+        let x = ds.split(3);
+        assert_eq!((times(x.train), x.test.is_none()), (vec![4], true));
+        // Training never sees an event at or after the cut.
+        assert!(ds.train_sequences().flatten().all(|e| e.timestamp < 5));
     }
 
     #[test]

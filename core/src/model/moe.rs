@@ -4,7 +4,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Bool, Device, Tensor};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 /// `down(silu(gate(x)) ⊙ up(x))`.
 #[derive(Module, Debug)]
@@ -52,37 +52,49 @@ impl MoeFfn {
 
     /// `x`: `[batch, seq, d_model]`. Returns the output and each expert's share of the routing.
     pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, ExpertLoad) {
-        let n = self.experts.len();
-        let (out, chosen) = self.route(x);
-        let Some(chosen) = chosen else { return (out, vec![1.0]) };
-        let load: Vec<f32> =
-            chosen.float().sum_dim(0).sum_dim(1).reshape([n]).into_data().try_to_vec::<f32>().expect("f32 load");
-        let total: f32 = load.iter().sum::<f32>().max(1.0);
-        (out, load.iter().map(|l| l / total).collect())
+        self.route(x)
     }
 
-    /// The output alone, for decoding: reading the load back would stall every step on the device.
+    /// The output alone, for decoding.
     pub fn infer(&self, x: Tensor<3>) -> Tensor<3> {
         self.route(x).0
     }
 
-    /// The gated mixture of the chosen experts, and which experts each token chose (none when dense).
-    fn route(&self, x: Tensor<3>) -> (Tensor<3>, Option<Tensor<3, Bool>>) {
+    /// The gated mixture of the chosen experts, and each expert's share of the token slots.
+    ///
+    /// Sparse dispatch: each expert runs on the rows routed to it only (gathered, then added back
+    /// in place), so a step costs `top_k` experts per token rather than all E. That needs the
+    /// routing on the host, one small read per layer, which on the CPU backends is a copy.
+    fn route(&self, x: Tensor<3>) -> (Tensor<3>, ExpertLoad) {
         let n = self.experts.len();
         if n == 1 {
-            return (self.experts[0].forward(x), None);
+            return (self.experts[0].forward(x), vec![1.0]);
         }
-        let [b, t, _] = x.dims();
-        let scores = self.router.forward(x.clone());
-        let biased = scores.clone().detach() + self.balance_bias.val().reshape([1, 1, n]);
-        let kth = biased.clone().topk(self.top_k, 2).narrow(2, self.top_k - 1, 1);
+        let [b, t, d] = x.dims();
+        let rows = x.reshape([b * t, d]);
+        let scores = self.router.forward(rows.clone());
+        let biased = scores.clone().detach() + self.balance_bias.val().reshape([1, n]);
+        let kth = biased.clone().topk(self.top_k, 1).narrow(1, self.top_k - 1, 1);
         let chosen = biased.greater_equal(kth);
-        let gates = softmax(scores.mask_fill(chosen.clone().bool_not(), -1e9), 2);
-        let mut out = Tensor::zeros([b, t, x.dims()[2]], &x.device());
+        let gates = softmax(scores.mask_fill(chosen.clone().bool_not(), -1e9), 1);
+        let chosen: Vec<bool> = chosen.into_data().iter::<bool>().collect();
+        let device = rows.device();
+        let mut out = Tensor::<2>::zeros([b * t, d], &device);
+        let mut load = vec![0f32; n];
         for (e, expert) in self.experts.iter().enumerate() {
-            out = out + expert.forward(x.clone()) * gates.clone().narrow(2, e, 1);
+            let routed: Vec<i64> = (0..b * t).filter(|&r| chosen[r * n + e]).map(|r| r as i64).collect();
+            load[e] = routed.len() as f32;
+            if routed.is_empty() {
+                continue;
+            }
+            let len = routed.len();
+            let routed = Tensor::<1, Int>::from_data(TensorData::new(routed, [len]), &device);
+            let gate = gates.clone().select(0, routed.clone()).narrow(1, e, 1);
+            let y = expert.forward(rows.clone().select(0, routed.clone())) * gate;
+            out = out.select_assign(0, routed, y, IndexingUpdateOp::Add);
         }
-        (out, Some(chosen))
+        let total: f32 = load.iter().sum::<f32>().max(1.0);
+        (out.reshape([b, t, d]), load.iter().map(|l| l / total).collect())
     }
 
     /// Loss-free balancing (DeepSeek-V3): nudge each expert's bias up when it was under-used and

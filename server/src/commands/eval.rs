@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Args;
 use onerec_core::align::policy::recommend_unconstrained;
-use onerec_core::data::{Event, ItemIdx};
+use onerec_core::data::{Event, ItemIdx, SplitRule};
 use onerec_core::device::{self, DeviceChoice};
 use onerec_core::eval::{self, RankingReport, Stage};
 use onerec_core::recommend::Recommender;
@@ -53,11 +53,18 @@ struct Report {
     /// Mean over users of the mean P-score of their top 10 (legal, unseen), per stage.
     p_score_at_10: Vec<f64>,
     popularity: Vec<RankingReport>,
+    /// Under a time cut: popularity over the 30 days before the cut.
+    recent_popularity: Vec<RankingReport>,
+    split: SplitRule,
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "data set: {} (leave-one-out, full ranking, seen items excluded)", self.dataset)?;
+        let split = match self.split {
+            SplitRule::LeaveOneOut => "leave-one-out".to_string(),
+            SplitRule::TimeCut { cut } => format!("time cut at {cut}"),
+        };
+        write!(f, "data set: {} ({split}, full ranking, seen items excluded)", self.dataset)?;
         for r in &self.model {
             write!(f, "\nmodel       {r}")?;
         }
@@ -69,6 +76,9 @@ impl fmt::Display for Report {
         }
         for r in &self.popularity {
             write!(f, "\npopularity  {r}")?;
+        }
+        for r in &self.recent_popularity {
+            write!(f, "\npopular 30d {r}")?;
         }
         Ok(())
     }
@@ -146,8 +156,25 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     let popularity_scores = eval::popularity(&dataset);
     let popularity = stages.map(|stage| eval::evaluate(&dataset, stage, |_, _| popularity_scores.clone())).to_vec();
-    print_report(
-        &Report { dataset: dataset.name.clone(), model, legality, legality_at_10, p_score_at_10, popularity },
-        args.json,
-    )
+    const THIRTY_DAYS: i64 = 30 * 24 * 3600;
+    let recent_popularity = match dataset.split_rule {
+        SplitRule::LeaveOneOut => Vec::new(),
+        SplitRule::TimeCut { .. } => stages
+            .map(|stage| {
+                let scores = eval::recent_popularity(&dataset, stage, THIRTY_DAYS);
+                eval::evaluate(&dataset, stage, |_, _| scores.clone())
+            })
+            .to_vec(),
+    };
+    let report = Report {
+        dataset: dataset.name.clone(),
+        model,
+        legality,
+        legality_at_10,
+        p_score_at_10,
+        popularity,
+        recent_popularity,
+        split: dataset.split_rule,
+    };
+    print_report(&report, args.json)
 }

@@ -36,6 +36,18 @@ pub struct DataArgs {
     /// CSV only: columns of the item catalogue, e.g. `id=movie,title=name,tags=genres`.
     #[arg(long, default_value = "id=item_id,title=title,tags=tags")]
     pub item_columns: String,
+    /// Hold events out at one global moment, this quantile of all timestamps (e.g. 0.9), instead
+    /// of leave-one-out: each user's first event after it is the test target. Train and evaluate
+    /// with the same value.
+    #[arg(long, value_parser = quantile)]
+    pub time_cut: Option<f64>,
+}
+
+fn quantile(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(q) if q > 0.0 && q < 1.0 => Ok(q),
+        _ => Err(format!("{s:?} is not a quantile strictly between 0 and 1")),
+    }
 }
 
 impl DataArgs {
@@ -55,7 +67,10 @@ impl DataArgs {
         for warning in &dataset.warnings {
             eprintln!("warning: {warning}");
         }
-        Ok(dataset)
+        Ok(match self.time_cut {
+            Some(q) => dataset.cut_at_time_quantile(q),
+            None => dataset,
+        })
     }
 }
 
