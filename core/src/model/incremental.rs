@@ -129,7 +129,7 @@ impl<'m> IncrementalDecoder<'m> {
             let context = context.swap_dims(1, 2).reshape([rows, 1, d]);
             x = x + attention.output.forward(context);
 
-            x = x.clone() + block.ffn.infer(block.ffn_norm.forward(x));
+            x = x.clone() + block.ffn.forward(block.ffn_norm.forward(x)).0;
         }
         let state = model.decoder_norm.forward(x).reshape([rows, d]);
         let logits = model.head(self.position, state);

@@ -50,22 +50,13 @@ impl MoeFfn {
         }
     }
 
-    /// `x`: `[batch, seq, d_model]`. Returns the output and each expert's share of the routing.
-    pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, ExpertLoad) {
-        self.route(x)
-    }
-
-    /// The output alone, for decoding.
-    pub fn infer(&self, x: Tensor<3>) -> Tensor<3> {
-        self.route(x).0
-    }
-
-    /// The gated mixture of the chosen experts, and each expert's share of the token slots.
+    /// `x`: `[batch, seq, d_model]`. Returns the gated mixture of the chosen experts, and each
+    /// expert's share of the token slots.
     ///
     /// Sparse dispatch: each expert runs on the rows routed to it only (gathered, then added back
     /// in place), so a step costs `top_k` experts per token rather than all E. That needs the
     /// routing on the host, one small read per layer, which on the CPU backends is a copy.
-    fn route(&self, x: Tensor<3>) -> (Tensor<3>, ExpertLoad) {
+    pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, ExpertLoad) {
         let n = self.experts.len();
         if n == 1 {
             return (self.experts[0].forward(x), vec![1.0]);
