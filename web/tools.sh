@@ -14,8 +14,16 @@ if ! command -v npm >/dev/null; then
 fi
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 wasm_bindgen_version=$(sed -n 's/^wasm_bindgen = "\(.*\)"$/\1/p' Trunk.toml)
-[ "$(trunk --version 2>/dev/null)" = "trunk 0.21.14" ] || cargo install trunk --version 0.21.14 --locked
+# Both tools are built from source. Trunk's own release profile asks for fat LTO with one codegen
+# unit, which alone outlasted CI's 90-minute limit on 2 cores; these tools spend their time in the
+# programs they call (cargo, wasm-opt), so a quick -O1 build without LTO serves just as well.
+install_tool() {
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false \
+    cargo install --locked "$@"
+}
+[ "$(trunk --version 2>/dev/null)" = "trunk 0.21.14" ] || install_tool trunk --version 0.21.14
 [ "$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen $wasm_bindgen_version" ] \
-  || cargo install wasm-bindgen-cli --version "$wasm_bindgen_version"
+  || install_tool wasm-bindgen-cli --version "$wasm_bindgen_version"
 wasm-opt --version 2>/dev/null | grep -q 'version 132' \
   || npm install --prefix "$PWD" --no-save --no-audit --no-fund binaryen@132
