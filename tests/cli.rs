@@ -142,7 +142,7 @@ fn tiny_model_trains_and_beats_popularity() {
     let report = onerec_json(&["eval", "--data", path(&data), "--snapshot", path(&snap), "--device", "cpu", "--json"]);
     assert_eq!(report["legality"], 1.0);
     let ndcg = |part: &str| report[part][1]["metrics"]["ndcg@10"].as_f64().unwrap();
-    assert_eq!(report["model"][1]["stage"], "test");
+    assert_eq!(report["ranking"][1]["stage"], "test");
     assert!(ndcg("model") > 1.5 * ndcg("popularity"), "model {} vs popularity {}", ndcg("model"), ndcg("popularity"));
 
     // A snapshot cannot be evaluated against another catalogue, and a damaged one is refused.

@@ -1,6 +1,9 @@
-//! Constrained beam search over semantic IDs. Only the prefix trie's legal children of a beam are
-//! ever expanded, so every result is a real item. The search knows nothing of neural networks: a
-//! model plugs in through [`CodeStepper`], and tests drive it with a fake one.
+//! The one beam search over semantic IDs. **Constrained** (what serving and evaluation use), it
+//! expands only the prefix trie's legal children of a beam, so every result is a real item.
+//! **Free**, it expands every code, so it shows what the model prefers with no trie; alignment's
+//! format reward and `onerec eval --unconstrained` measure how often that is a real item. The
+//! search knows nothing of neural networks: a model plugs in through [`CodeStepper`], and tests
+//! drive it with a fake one.
 
 use std::cmp::Ordering;
 
@@ -23,18 +26,31 @@ pub trait CodeStepper {
     fn step(&mut self, parents: &[usize], codes: &[Code]) -> Vec<f32>;
 }
 
+/// Whether the search keeps to IDs that exist.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decoding {
+    /// Only prefixes of real items' IDs are expanded: every result is an item.
+    #[default]
+    Constrained,
+    /// Every code is expanded: results may name no item.
+    Free,
+}
+
 /// Settings of the search.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BeamConfig {
-    /// Prefixes kept after each step, and so the most items returned.
+    /// Prefixes kept after each step, and so the most IDs returned.
     pub beam: usize,
+    pub decoding: Decoding,
 }
 
-/// One search of a batch: its width and the items it must not return (e.g. the user's history).
+/// One search of a batch: its width, the items it must not return (e.g. the user's history), and
+/// whether it keeps to the trie.
 #[derive(Clone, Copy)]
 pub struct Search<'a> {
     pub beam: usize,
     pub excluded: &'a Exclusion,
+    pub decoding: Decoding,
 }
 
 /// Items a search must not return, as the sorted positions of their trie leaves. Whole subtrees
@@ -63,17 +79,21 @@ impl Exclusion {
     }
 }
 
-/// One decoded item.
+/// One decoded semantic ID.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hypothesis {
-    pub item: ItemIdx,
+    /// The item the ID names: always `Some` under constrained decoding.
+    pub item: Option<ItemIdx>,
     /// Sum of the log-probabilities of the ID's codes.
     pub log_prob: f32,
-    /// The item's semantic ID.
     pub id: Vec<Code>,
 }
 
-/// A legal extension of a beam: the trie node it reaches, the code that led there, and its score.
+/// The node of a free search's prefix that has left the trie (it names no item's prefix).
+const OFF_TRIE: u32 = u32::MAX;
+
+/// An extension of a beam: the trie node it reaches ([`OFF_TRIE`] if none), the code that led
+/// there, and its score.
 #[derive(Clone, Copy)]
 struct Candidate {
     parent: usize,
@@ -82,8 +102,8 @@ struct Candidate {
     log_prob: f32,
 }
 
-/// Decodes up to `config.beam` distinct items, none of them `excluded` (e.g. the user's history),
-/// best first; ties go to the lexicographically smaller ID. The model is started once and stepped
+/// Decodes up to `config.beam` distinct IDs, none of them an `excluded` item (e.g. the user's
+/// history), best first; ties go to the lexicographically smaller ID. The model is started once and stepped
 /// once per further ID position, with at most `config.beam` rows. Non-finite log-probabilities never
 /// panic: `-inf` ranks as such and NaN ranks below everything.
 pub fn beam_search(
@@ -92,7 +112,7 @@ pub fn beam_search(
     config: &BeamConfig,
     excluded: &Exclusion,
 ) -> Vec<Hypothesis> {
-    let search = Search { beam: config.beam, excluded };
+    let search = Search { beam: config.beam, excluded, decoding: config.decoding };
     beam_search_batch(stepper, trie, &[search]).pop().unwrap_or_default()
 }
 
@@ -126,7 +146,7 @@ pub fn beam_search_batch(
         next_beams.clear();
         next_ids.clear();
         for (search, range) in searches.iter().zip(&mut ranges) {
-            expand(trie, &beams, range.clone(), &log_probs, vocab, search.excluded, &mut candidates);
+            expand(trie, &beams, range.clone(), &log_probs, vocab, search, &mut candidates);
             keep_best(&mut candidates, search.beam);
             let first = next_beams.len();
             for c in &candidates {
@@ -155,7 +175,7 @@ pub fn beam_search_batch(
             range
                 .clone()
                 .map(|row| Hypothesis {
-                    item: trie.item(beams[row].node).expect("a full-length legal path ends at a leaf"),
+                    item: (beams[row].node != OFF_TRIE).then(|| trie.item(beams[row].node)).flatten(),
                     log_prob: beams[row].log_prob,
                     id: ids[row * depth..][..depth].to_vec(),
                 })
@@ -164,24 +184,38 @@ pub fn beam_search_batch(
         .collect()
 }
 
-/// Fills `out` with every legal child of the beams in `rows`, scored by the beam's log-prob plus
-/// the model's for the child's code. Children with only excluded items below are left out.
+/// Fills `out` with the children of the beams in `rows` (the legal ones when constrained, every
+/// code when free), scored by the beam's log-prob plus the model's for the child's code. Children
+/// in the trie with only excluded items below are left out.
 fn expand(
     trie: &PrefixTrie,
     beams: &[Candidate],
     rows: std::ops::Range<usize>,
     log_probs: &[f32],
     vocab: usize,
-    excluded: &Exclusion,
+    search: &Search,
     out: &mut Vec<Candidate>,
 ) {
     out.clear();
     for parent in rows {
         let beam = &beams[parent];
         let row = &log_probs[parent * vocab..][..vocab];
-        for (node, &code) in trie.children(beam.node).zip(trie.legal_codes(beam.node)) {
-            if !excluded.covers(trie, node) {
+        let mut push = |node: u32, code: Code| {
+            if node == OFF_TRIE || !search.excluded.covers(trie, node) {
                 out.push(Candidate { parent, node, code, log_prob: beam.log_prob + row[code as usize] });
+            }
+        };
+        match search.decoding {
+            Decoding::Constrained => {
+                for (node, &code) in trie.children(beam.node).zip(trie.legal_codes(beam.node)) {
+                    push(node, code);
+                }
+            }
+            Decoding::Free => {
+                for code in 0..vocab as Code {
+                    let node = if beam.node == OFF_TRIE { None } else { trie.child(beam.node, code) };
+                    push(node.unwrap_or(OFF_TRIE), code);
+                }
             }
         }
     }
@@ -189,7 +223,13 @@ fn expand(
 
 /// Keeps the `beam` best candidates, best first, selecting before sorting so only `beam` are sorted.
 fn keep_best(candidates: &mut Vec<Candidate>, beam: usize) {
-    let by_rank = |a: &Candidate, b: &Candidate| descending(a.log_prob, b.log_prob).then(a.node.cmp(&b.node));
+    // Ties among prefixes that left the trie go to the earlier parent, then the smaller code.
+    let by_rank = |a: &Candidate, b: &Candidate| {
+        descending(a.log_prob, b.log_prob)
+            .then(a.node.cmp(&b.node))
+            .then(a.parent.cmp(&b.parent))
+            .then(a.code.cmp(&b.code))
+    };
     if candidates.len() > beam {
         candidates.select_nth_unstable_by(beam, by_rank);
         candidates.truncate(beam);
@@ -216,7 +256,7 @@ pub fn exhaustive_search(
     let mut stack = vec![(ROOT, Vec::new(), 0.0f32)];
     while let Some((node, id, log_prob)) = stack.pop() {
         match trie.item(node) {
-            Some(item) if !excluded(item) => found.push(Hypothesis { item, log_prob, id }),
+            Some(item) if !excluded(item) => found.push(Hypothesis { item: Some(item), log_prob, id }),
             Some(_) => {}
             None => {
                 let row = log_probs(&id);
@@ -291,12 +331,22 @@ mod tests {
     /// position with at most `beam` rows (or stopped early because everything left is excluded).
     fn search(model: Model, trie: &PrefixTrie, beam: usize, excluded: &dyn Fn(ItemIdx) -> bool) -> Vec<Hypothesis> {
         let mut stepper = FakeStepper::new(model);
-        let found = beam_search(&mut stepper, trie, &BeamConfig { beam }, &exclusion(trie, excluded));
+        let found = beam_search(
+            &mut stepper,
+            trie,
+            &BeamConfig { beam, decoding: Decoding::Constrained },
+            &exclusion(trie, excluded),
+        );
         assert_eq!(stepper.starts, 1);
         assert!(stepper.step_rows.len() < trie.depth());
         assert!(found.is_empty() || stepper.step_rows.len() == trie.depth() - 1, "{:?}", stepper.step_rows);
         assert!(stepper.step_rows.iter().all(|&rows| (1..=beam).contains(&rows)), "{:?}", stepper.step_rows);
         found
+    }
+
+    /// The item of a constrained search's hypothesis, which always names one.
+    fn item(h: &Hypothesis) -> ItemIdx {
+        h.item.expect("constrained decoding names an item")
     }
 
     fn nothing(_: ItemIdx) -> bool {
@@ -374,10 +424,10 @@ mod tests {
     /// Every hypothesis is a real item with its own ID and `reference`'s exact path log-prob; items
     /// are distinct and ranked best first.
     fn assert_legal_and_exact(found: &[Hypothesis], reference: &[Hypothesis], trie: &PrefixTrie) {
-        let exact: HashMap<ItemIdx, f32> = reference.iter().map(|h| (h.item, h.log_prob)).collect();
+        let exact: HashMap<ItemIdx, f32> = reference.iter().map(|h| (item(h), h.log_prob)).collect();
         for h in found {
-            assert_eq!(trie.find(&h.id), Some(h.item), "{h:?}");
-            assert_close(h.log_prob, exact[&h.item]);
+            assert_eq!(trie.find(&h.id), Some(item(h)), "{h:?}");
+            assert_close(h.log_prob, exact[&item(h)]);
         }
         assert_eq!(found.iter().map(|h| h.item).collect::<HashSet<_>>().len(), found.len());
         assert!(found.windows(2).all(|w| descending(w[0].log_prob, w[1].log_prob).is_le()), "{found:?}");
@@ -407,10 +457,10 @@ mod tests {
             let best = rng.random_range(0..case.ids.len());
             let model = random_model(seed, case.vocab.clone(), Some(case.ids[best].clone()));
             let reference = exhaustive_search(&model, &case.trie, &nothing);
-            assert_eq!(reference[0].item, best as ItemIdx);
+            assert_eq!(item(&reference[0]), best as ItemIdx);
             for beam in 1..=3 {
                 let found = search(&model, &case.trie, beam, &nothing);
-                assert_eq!(found[0].item, best as ItemIdx);
+                assert_eq!(item(&found[0]), best as ItemIdx);
                 assert_legal_and_exact(&found, &reference, &case.trie);
             }
         }
@@ -448,10 +498,62 @@ mod tests {
             for beam in [1, 2, 5, trie.len()] {
                 let found = search(&model, trie, beam, &nothing);
                 assert_eq!(found.len(), beam.min(trie.len()));
-                assert!(found.iter().all(|h| trie.find(&h.id) == Some(h.item)), "{found:?}");
+                assert!(found.iter().all(|h| trie.find(&h.id) == Some(item(h))), "{found:?}");
                 assert_eq!(found.iter().map(|h| h.item).collect::<HashSet<_>>().len(), found.len());
             }
         }
+    }
+
+    /// Every ID over the full code space of `vocab`, with the sum of `model`'s log-probabilities.
+    fn every_code_path(model: Model, vocab: &[usize]) -> Vec<(Vec<Code>, f32)> {
+        let mut paths = vec![(Vec::new(), 0.0f32)];
+        for &v in vocab {
+            paths = paths
+                .into_iter()
+                .flat_map(|(id, lp)| {
+                    let row = model(&id);
+                    (0..v as Code).map(move |c| ([&id[..], &[c]].concat(), lp + row[c as usize]))
+                })
+                .collect();
+        }
+        paths
+    }
+
+    #[test]
+    fn free_decoding_as_wide_as_the_code_space_ranks_every_id_exactly() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for seed in 0..20 {
+            let case = random_case(&mut rng);
+            let model = random_model(seed, case.vocab.clone(), None);
+            let mut reference = every_code_path(&model, &case.vocab);
+            reference.sort_by(|a, b| descending(a.1, b.1));
+            let config = BeamConfig { beam: reference.len(), decoding: Decoding::Free };
+            let found = beam_search(&mut FakeStepper::new(&model), &case.trie, &config, &Exclusion::default());
+            assert_eq!(found.len(), reference.len());
+            for (f, (id, lp)) in found.iter().zip(&reference) {
+                assert_eq!(&f.id, id);
+                assert_close(f.log_prob, *lp);
+                assert_eq!(f.item, case.trie.find(&f.id), "{f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn free_decoding_follows_a_model_that_prefers_illegal_ids() {
+        // Two items, [0, 0] and [1, 1]; the model puts its mass on [0, 1] and then [1, 0].
+        let trie = PrefixTrie::build(&[&[0, 0][..], &[1, 1][..]], 2).unwrap();
+        let model = |prefix: &[Code]| match prefix {
+            [] => vec![-0.1, -2.3],
+            [0] => vec![-3.0, -0.05],
+            _ => vec![-0.05, -3.0],
+        };
+        let free = BeamConfig { beam: 4, decoding: Decoding::Free };
+        let found = beam_search(&mut FakeStepper::new(&model), &trie, &free, &Exclusion::default());
+        let ids: Vec<(&[Code], Option<ItemIdx>)> = found.iter().map(|h| (h.id.as_slice(), h.item)).collect();
+        assert_eq!(ids, [(&[0, 1][..], None), (&[1, 0][..], None), (&[0, 0][..], Some(0)), (&[1, 1][..], Some(1))]);
+        let constrained = BeamConfig { beam: 4, decoding: Decoding::Constrained };
+        let legal = beam_search(&mut FakeStepper::new(&model), &trie, &constrained, &Exclusion::default());
+        assert_eq!(legal.iter().map(|h| h.item).collect::<Vec<_>>(), [Some(0), Some(1)]);
     }
 
     #[test]
@@ -463,7 +565,7 @@ mod tests {
             [0] => vec![f32::NAN, f32::NEG_INFINITY],
             _ => vec![-1.0, -2.0],
         };
-        let items = |found: Vec<Hypothesis>| found.iter().map(|h| h.item).collect::<Vec<_>>();
+        let items = |found: Vec<Hypothesis>| found.iter().map(item).collect::<Vec<_>>();
         assert_eq!(items(search(&model, &trie, 4, &nothing)), [2, 3, 1, 0]);
         assert_eq!(items(exhaustive_search(&model, &trie, &nothing)), [2, 3, 1, 0]);
         assert_eq!(items(search(&model, &trie, 2, &nothing)), [2, 3]);
@@ -480,7 +582,7 @@ mod tests {
             let wide = search(&model, &case.trie, case.trie.len(), &every_third);
             assert_eq!(wide, reference);
             let narrow = search(&model, &case.trie, rng.random_range(1..=4), &every_third);
-            assert!(narrow.iter().all(|h| !every_third(h.item)), "{narrow:?}");
+            assert!(narrow.iter().all(|h| !every_third(item(h))), "{narrow:?}");
             assert_legal_and_exact(&narrow, &reference, &case.trie);
             assert!(search(&model, &case.trie, case.trie.len(), &|_| true).is_empty());
         }
@@ -492,7 +594,12 @@ mod tests {
         let model = random_model(6, case.vocab.clone(), None);
         for beam in [1, 2, 3, 100] {
             let mut stepper = FakeStepper::new(&model);
-            beam_search(&mut stepper, &case.trie, &BeamConfig { beam }, &Exclusion::default());
+            beam_search(
+                &mut stepper,
+                &case.trie,
+                &BeamConfig { beam, decoding: Decoding::Constrained },
+                &Exclusion::default(),
+            );
             assert_eq!(stepper.starts, 1);
             // Each step carries the kept prefixes: all of that length, or `beam` of them.
             let expected: Vec<usize> = (1..case.vocab.len())
@@ -501,7 +608,15 @@ mod tests {
             assert_eq!(stepper.step_rows, expected);
         }
         let mut stepper = FakeStepper::new(&model);
-        assert!(beam_search(&mut stepper, &case.trie, &BeamConfig { beam: 0 }, &Exclusion::default()).is_empty());
+        assert!(
+            beam_search(
+                &mut stepper,
+                &case.trie,
+                &BeamConfig { beam: 0, decoding: Decoding::Constrained },
+                &Exclusion::default()
+            )
+            .is_empty()
+        );
         assert_eq!((stepper.starts, stepper.step_rows.len()), (0, 0));
     }
 
@@ -515,8 +630,11 @@ mod tests {
             let beams = [rng.random_range(1..=case.trie.len()), 0, case.trie.len(), rng.random_range(1..=3)];
             let predicates: [&dyn Fn(ItemIdx) -> bool; 4] = [&nothing, &nothing, &every_other, &|_| true];
             let exclusions: Vec<Exclusion> = predicates.iter().map(|p| exclusion(&case.trie, p)).collect();
-            let searches: Vec<Search> =
-                beams.iter().zip(&exclusions).map(|(&beam, excluded)| Search { beam, excluded }).collect();
+            let searches: Vec<Search> = beams
+                .iter()
+                .zip(&exclusions)
+                .map(|(&beam, excluded)| Search { beam, excluded, decoding: Decoding::Constrained })
+                .collect();
             let refs: Vec<Model> = models.iter().map(|m| m as Model).collect();
             let mut stepper = FakeStepper::batch(refs);
             let together = beam_search_batch(&mut stepper, &case.trie, &searches);
@@ -526,7 +644,7 @@ mod tests {
                 let alone = beam_search(
                     &mut FakeStepper::new(&models[g]),
                     &case.trie,
-                    &BeamConfig { beam: search.beam },
+                    &BeamConfig { beam: search.beam, decoding: Decoding::Constrained },
                     search.excluded,
                 );
                 assert_eq!(together[g], alone, "search {g}");
@@ -570,7 +688,7 @@ mod tests {
             for beam in [1, 2, 3, 8] {
                 let found = search(&model, &case.trie, beam, &excluded);
                 assert_eq!(found.len(), beam.min(left), "beam {beam}");
-                assert!(found.iter().all(|h| !excluded(h.item)));
+                assert!(found.iter().all(|h| !excluded(item(h))));
             }
         }
     }

@@ -13,8 +13,6 @@ pub mod error;
 pub mod rescore;
 
 #[cfg(feature = "pipeline")]
-pub mod context;
-#[cfg(feature = "pipeline")]
 pub mod data;
 #[cfg(feature = "pipeline")]
 pub mod decode;
@@ -22,20 +20,16 @@ pub mod decode;
 pub mod embed;
 #[cfg(feature = "pipeline")]
 pub mod eval;
+#[cfg(feature = "model")]
+pub mod generator;
 #[cfg(feature = "pipeline")]
 pub mod linalg;
 #[cfg(feature = "model")]
-pub mod model;
-#[cfg(feature = "model")]
-pub mod recommend;
-#[cfg(feature = "model")]
 pub mod reward;
-#[cfg(feature = "model")]
-pub mod snapshot;
 #[cfg(feature = "pipeline")]
 pub mod tokenizer;
 #[cfg(feature = "model")]
-pub mod train;
+pub mod training;
 
 #[cfg(all(test, feature = "model"))]
 mod test_fixtures;

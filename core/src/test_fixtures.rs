@@ -45,11 +45,11 @@ pub(crate) fn tiny_setup(
     users: usize,
     len: usize,
     codes: usize,
-) -> (Dataset, Tokenizer, crate::model::ModelConfig) {
+) -> (Dataset, Tokenizer, crate::generator::model::ModelConfig) {
     let dataset = cyclic_dataset(items, users, len);
     let tokenizer = tokenizer_for(&dataset, 2, codes);
-    let config = crate::model::ModelConfig::preset(
-        crate::model::Preset::Tiny,
+    let config = crate::generator::model::ModelConfig::preset(
+        crate::generator::model::Preset::Tiny,
         items,
         tokenizer.semantic_ids.level_sizes.clone(),
         2,

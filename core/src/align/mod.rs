@@ -20,15 +20,14 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Format};
-use crate::context::{Sample, UserContext, build_context, training_samples};
 use crate::data::{Dataset, Event, ItemIdx, UserIdx};
 use crate::error::{Error, Result};
-use crate::model::{Batch, ModelConfig, OneRec};
-use crate::recommend::Recommender;
+use crate::generator::context::{Sample, UserContext, build_context, training_samples};
+use crate::generator::model::{Batch, ModelConfig, OneRec};
+use crate::generator::recommend::Recommender;
 use crate::reward::RewardFn;
 use crate::tokenizer::{Code, Tokenizer};
-pub use crate::train::Checkpointing;
-use crate::train::{adamw, from_bytes, restore, to_bytes};
+use crate::training::{Checkpointing, adamw, optimizer_to_bytes, restore, weights_from_bytes, weights_to_bytes};
 
 /// Which preference objective a run optimises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,7 +171,7 @@ pub struct Policy<'a> {
 
 impl Policy<'_> {
     fn check(&self, config: &AlignConfig) -> Result<()> {
-        crate::snapshot::check_catalogue(self.tokenizer, self.dataset)?;
+        crate::generator::snapshot::check_catalogue(self.tokenizer, self.dataset)?;
         let bad = config.steps == 0
             || config.users_per_step == 0
             || config.group < 2
@@ -215,9 +214,10 @@ impl Policy<'_> {
                 let ndcg = top
                     .iter()
                     .take(10)
-                    .position(|h| Some(h.item) == target)
+                    .position(|h| h.item.is_some() && h.item == target)
                     .map_or(0.0, |r| 1.0 / ((r + 2) as f64).log2());
-                let pairs: Vec<(&[Event], ItemIdx)> = top.iter().take(10).map(|h| (split.train, h.item)).collect();
+                let pairs: Vec<(&[Event], ItemIdx)> =
+                    top.iter().take(10).filter_map(|h| Some((split.train, h.item?))).collect();
                 let scores = reward.p_scores(&pairs);
                 (ndcg, scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len().max(1) as f64)
             })
@@ -310,7 +310,7 @@ pub fn align(
     let ad = device.clone().autodiff();
     // Dropout would make log π_θ a noisy copy of log π_old; alignment runs without it.
     let model_config = ModelConfig { dropout: 0.0, ..policy.config.clone() };
-    let mut model = from_bytes(model_config.init(&ad), weights)?;
+    let mut model = weights_from_bytes(model_config.init(&ad), weights, "the policy")?;
     let mut optimizer = adamw(config.weight_decay, config.grad_clip);
     let mut report = AlignReport::default();
     let mut best = weights.to_vec();
@@ -431,7 +431,7 @@ pub fn align(
             let best_p = report.evals.iter().find(|e| e.step == report.best_step).map_or(f64::MIN, |e| e.p_score_at_10);
             if eval.ndcg_at_10 >= floor && eval.p_score_at_10 > best_p {
                 report.best_step = step;
-                best = to_bytes(&model)?;
+                best = weights_to_bytes(&model)?;
             }
             report.evals.push(eval);
         } else if config.eval_every == 0 {
@@ -442,9 +442,9 @@ pub fn align(
         {
             let saved = Checkpoint {
                 config: config.clone(),
-                weights: to_bytes(&model)?,
+                weights: weights_to_bytes(&model)?,
                 best_weights: best.clone(),
-                optimizer: optimizer.into_bytes().map_err(|e| Error::External(format!("{e:?}")))?.to_vec(),
+                optimizer: optimizer_to_bytes(&optimizer)?,
                 report: report.clone(),
             };
             codec::save(CHECKPOINT, &saved, path)?;
@@ -453,8 +453,8 @@ pub fn align(
             break;
         }
     }
-    let kept = if config.eval_every == 0 { to_bytes(&model)? } else { best };
-    Ok((from_bytes(policy.config.init(device), &kept)?, report))
+    let kept = if config.eval_every == 0 { weights_to_bytes(&model)? } else { best };
+    Ok((weights_from_bytes(policy.config.init(device), &kept, "the aligned policy")?, report))
 }
 
 /// `lo < x < hi`, false for NaN.

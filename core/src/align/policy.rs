@@ -1,14 +1,12 @@
 //! The generator seen as a policy over whole semantic IDs: sampling G IDs per user code by code
-//! (with temperature, masked to the trie or not), the teacher-forced log π(ID) that gradients flow
-//! through, and an unconstrained beam search to measure how legal the free policy is.
+//! (with temperature, masked to the trie or not) and the teacher-forced log π(ID) that gradients
+//! flow through. Beam search, constrained or free, is [`crate::decode`]'s.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::Rng;
 
-use crate::data::{Event, ItemIdx, User};
-use crate::model::{Batch, Memory, OneRec};
-use crate::recommend::Recommender;
+use crate::generator::model::{Memory, OneRec};
 use crate::tokenizer::Code;
 use crate::tokenizer::trie::{PrefixTrie, ROOT};
 
@@ -99,59 +97,4 @@ pub fn sequence_log_probs(model: &OneRec, memory: &Memory, ids: &[Vec<Code>], de
         total = total + lp.gather(1, codes.clone().narrow(1, level, 1)).reshape([n]);
     }
     total
-}
-
-/// Beam search over the full code vocabulary, with no trie: the free policy's best `beam` IDs
-/// (legal or not), best first, each with log π(ID). `memory` has one row.
-pub fn unconstrained_beam(
-    model: &OneRec,
-    memory: &Memory,
-    levels: usize,
-    beam: usize,
-    device: &Device,
-) -> Vec<(Vec<Code>, f32)> {
-    if beam == 0 {
-        return Vec::new();
-    }
-    let mut beams: Vec<(Vec<Code>, f32)> = vec![(Vec::new(), 0.0)];
-    for _ in 0..levels {
-        let rows = beams.len();
-        let prefixes: Vec<Vec<Code>> = beams.iter().map(|b| b.0.clone()).collect();
-        let lp = next_log_probs(model, &memory.select(Tensor::zeros([rows], device)), &prefixes, device);
-        let vocab = lp.len() / rows;
-        let mut candidates: Vec<(usize, Code, f32)> =
-            (0..rows * vocab).map(|i| (i / vocab, (i % vocab) as Code, beams[i / vocab].1 + lp[i])).collect();
-        let by_score = |a: &(usize, Code, f32), b: &(usize, Code, f32)| b.2.total_cmp(&a.2);
-        if candidates.len() > beam {
-            candidates.select_nth_unstable_by(beam, by_score);
-            candidates.truncate(beam);
-        }
-        candidates.sort_by(by_score);
-        beams = candidates
-            .into_iter()
-            .map(|(parent, code, score)| {
-                let mut id = beams[parent].0.clone();
-                id.push(code);
-                (id, score)
-            })
-            .collect();
-    }
-    beams
-}
-
-/// The free policy's best `beam` IDs for a user (no trie, history not excluded), best first, each
-/// as the item it names (`None` when the ID is illegal) and log π(ID).
-pub fn recommend_unconstrained(
-    recommender: &Recommender,
-    user: &User,
-    history: &[Event],
-    beam: usize,
-) -> Vec<(Option<ItemIdx>, f32)> {
-    let ids = &recommender.tokenizer.semantic_ids;
-    let batch = Batch::new(&[recommender.context(user, history)], None, ids, recommender.config, recommender.device);
-    let memory = recommender.model.encode(&batch);
-    unconstrained_beam(recommender.model, &memory, ids.id_len(), beam, recommender.device)
-        .into_iter()
-        .map(|(id, log_prob)| (ids.item_of(&id), log_prob))
-        .collect()
 }

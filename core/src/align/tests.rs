@@ -2,8 +2,9 @@
 //! and alignment must move the policy there; the format reward must make free sampling legal.
 
 use super::*;
-use crate::context::build_context;
-use crate::model::Batch;
+use crate::decode::Decoding;
+use crate::generator::model::Batch;
+use crate::generator::recommend::DecodeRequest;
 use crate::test_fixtures::tiny_setup;
 
 /// Rewards items whose first code is 0.
@@ -36,10 +37,15 @@ fn run(method: Method, source: Source, steps: usize) -> ((f64, f64), (f64, f64))
     let (dataset, tokenizer, model_config) = tiny_setup(48, 8, 6, 8);
     let device = Device::flex();
     device.seed(3);
-    let weights = to_bytes(&model_config.init(&device)).unwrap();
+    let weights = weights_to_bytes(&model_config.init(&device)).unwrap();
     let policy = Policy { dataset: &dataset, tokenizer: &tokenizer, config: &model_config, device: &device };
     let constrained = source != (Source::Sample { constrained: false });
-    let before = measure(&policy, &from_bytes(model_config.init(&device), &weights).unwrap(), constrained, &device);
+    let before = measure(
+        &policy,
+        &weights_from_bytes(model_config.init(&device), &weights, "test").unwrap(),
+        constrained,
+        &device,
+    );
     let config = AlignConfig {
         method,
         source,
@@ -88,7 +94,7 @@ fn format_reward_makes_free_sampling_legal() {
 fn alignment_checkpoints_and_refuses_other_settings_on_resume() {
     let (dataset, tokenizer, model_config) = tiny_setup(24, 4, 6, 4);
     let device = Device::flex();
-    let weights = to_bytes(&model_config.init(&device)).unwrap();
+    let weights = weights_to_bytes(&model_config.init(&device)).unwrap();
     let policy = Policy { dataset: &dataset, tokenizer: &tokenizer, config: &model_config, device: &device };
     let reward = FamilyReward(&tokenizer);
     let config =
@@ -110,30 +116,37 @@ fn alignment_checkpoints_and_refuses_other_settings_on_resume() {
     assert!(go(&other, true).unwrap_err().to_string().contains("other alignment settings"));
 }
 
-/// The free beam's scores are the teacher-forced log π(ID) that training differentiates, its IDs
-/// are distinct and best first; a beam as wide as the ID space enumerates it.
+/// Free decoding through the KV-cached decoder scores each ID with the teacher-forced log π(ID)
+/// that alignment differentiates; its IDs are distinct and best first, and a beam as wide as the
+/// ID space enumerates it.
 #[test]
-fn unconstrained_beam_agrees_with_teacher_forced_log_probs() {
+fn free_decoding_agrees_with_teacher_forced_log_probs() {
     let (dataset, tokenizer, model_config) = tiny_setup(24, 4, 6, 4);
     let device = Device::flex();
     device.seed(8);
     let model = model_config.init(&device);
     let ids = &tokenizer.semantic_ids;
-    let context = build_context(&dataset.users[0], dataset.user_events(0), &tokenizer, &model_config.context);
-    let memory = model.encode(&Batch::new(&[context], None, ids, &model_config, &device));
+    let recommender = Recommender { model: &model, config: &model_config, tokenizer: &tokenizer, device: &device };
+    let free = |beam| {
+        let request = recommender.request(&dataset.users[0], dataset.user_events(0), beam, false);
+        recommender.recommend_batch(&[DecodeRequest { decoding: Decoding::Free, ..request }]).remove(0)
+    };
     let space: usize = ids.level_sizes.iter().product();
-    let all = policy::unconstrained_beam(&model, &memory, ids.id_len(), space, &device);
+    let all = free(space);
     assert_eq!(all.len(), space);
-    let codes: Vec<Vec<Code>> = all.iter().map(|(id, _)| id.clone()).collect();
+    let codes: Vec<Vec<Code>> = all.iter().map(|h| h.id.clone()).collect();
+    let context = recommender.context(&dataset.users[0], dataset.user_events(0));
+    let memory = model.encode(&Batch::new(&[context], None, ids, &model_config, &device));
     let rows = policy::repeat_rows(&memory, &vec![0; codes.len()], &device);
     let forced = policy::sequence_log_probs(&model, &rows, &codes, &device).into_data().try_to_vec::<f32>().unwrap();
-    for ((id, score), f) in all.iter().zip(&forced) {
-        assert!((score - f).abs() < 1e-4, "{id:?}: beam {score} vs teacher-forced {f}");
+    for (h, f) in all.iter().zip(&forced) {
+        assert!((h.log_prob - f).abs() < 1e-4, "{:?}: beam {} vs teacher-forced {f}", h.id, h.log_prob);
+        assert_eq!(h.item, ids.item_of(&h.id));
     }
-    assert!(all.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+    assert!(all.windows(2).all(|w| w[0].log_prob >= w[1].log_prob), "best first");
     let distinct: std::collections::HashSet<_> = codes.iter().collect();
     assert_eq!(distinct.len(), space);
-    let narrow = policy::unconstrained_beam(&model, &memory, ids.id_len(), 3, &device);
-    assert!(narrow.len() == 3 && narrow.iter().all(|n| all.iter().any(|a| a.0 == n.0)));
-    assert!(policy::unconstrained_beam(&model, &memory, ids.id_len(), 0, &device).is_empty());
+    let narrow = free(3);
+    assert!(narrow.len() == 3 && narrow.iter().all(|n| all.iter().any(|a| a.id == n.id)));
+    assert!(free(0).is_empty());
 }

@@ -9,15 +9,14 @@ pub mod train;
 
 use std::path::Path;
 
-use burn::module::Module;
-use burn::store::ModuleRecord;
+use burn::tensor::Device;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Format};
 use crate::data::{Dataset, Event, Feedback, ItemIdx};
 use crate::error::{Error, Result};
+use crate::training::weights_from_bytes;
 pub use model::{RewardBatch, RewardModel, RewardNetConfig};
 pub use train::{RewardReport, RewardTrainConfig, train_reward};
 
@@ -137,13 +136,7 @@ impl RewardSnapshot {
                 dataset.n_items()
             )));
         }
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(self.parameters.clone()))
-            .map_err(|e| Error::External(format!("the reward model's weights cannot be read: {e:?}")))?;
-        let model = self
-            .net
-            .init(device)
-            .try_load_record(record)
-            .map_err(|e| Error::External(format!("the reward model's weights do not fit it: {e:?}")))?;
+        let model = weights_from_bytes(self.net.init(device), &self.parameters, "the reward model")?;
         Ok(Reward {
             model,
             net: self.net.clone(),

@@ -7,8 +7,8 @@ use burn::tensor::activation::{gelu, relu};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::context::{FEEDBACK_BUCKETS, feedback_bucket};
 use crate::data::{Event, ItemIdx};
+use crate::generator::context::{FEEDBACK_BUCKETS, feedback_bucket};
 
 /// Sizes of the reward network; stored in the reward snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -8,8 +8,7 @@
 use std::ops::ControlFlow;
 
 use burn::module::Module;
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
@@ -21,6 +20,7 @@ use super::metrics::{auc, gauc};
 use super::{Objective, RewardBatch, RewardModel, RewardNetConfig, RewardSnapshot};
 use crate::data::{Dataset, Event, UserIdx};
 use crate::error::{Error, Result};
+use crate::training::{adamw, weights_to_bytes};
 
 /// Settings of a reward-model run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -161,10 +161,7 @@ pub fn train_reward(
     device.seed(config.seed);
     let ad = device.clone().autodiff();
     let mut model = net.init(&ad);
-    let mut optimizer = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
-        .init();
+    let mut optimizer = adamw(config.weight_decay, 1.0);
     let mut popularity = vec![0f32; dataset.n_items()];
     train.iter().for_each(|s| popularity[s.event.item as usize] += 1.0);
     let mut report = RewardReport { train_events: train.len(), valid_events: valid.len(), ..RewardReport::default() };
@@ -197,11 +194,7 @@ pub fn train_reward(
     }
     let (_, model, figures) = best.expect("at least one epoch ran");
     report.objectives = figures;
-    let parameters = model
-        .into_record()
-        .into_bytes()
-        .map_err(|e| Error::External(format!("cannot serialise the reward model: {e:?}")))?
-        .to_vec();
+    let parameters = weights_to_bytes(&model)?;
     Ok(RewardSnapshot {
         net,
         objectives: objectives.to_vec(),

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use onerec_core::align::{self, AlignConfig, AlignReport, Checkpointing, Method, Policy, Progress, Source};
+use onerec_core::align::{self, AlignConfig, AlignReport, Method, Policy, Progress, Source};
 use onerec_core::device::{self, DeviceChoice};
+use onerec_core::generator::snapshot::Snapshot;
 use onerec_core::reward::RewardSnapshot;
-use onerec_core::snapshot::Snapshot;
+use onerec_core::training::Checkpointing;
 use serde::Serialize;
 
 use super::{CheckpointArgs, DataArgs, print_report};

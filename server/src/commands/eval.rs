@@ -3,17 +3,16 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Args;
-use onerec_core::align::policy::recommend_unconstrained;
-use onerec_core::data::{Event, ItemIdx, SplitRule};
+use onerec_core::data::SplitRule;
+use onerec_core::decode::Decoding;
 use onerec_core::device::{self, DeviceChoice};
 use onerec_core::eval::{self, RankingReport, Stage};
-use onerec_core::recommend::Recommender;
+use onerec_core::generator::evaluate::{GeneratorReport, evaluate};
+use onerec_core::generator::recommend::Recommender;
+use onerec_core::generator::snapshot::Snapshot;
 use onerec_core::reward::{RewardFn, RewardSnapshot};
-use onerec_core::snapshot::Snapshot;
 use serde::Serialize;
 
 use super::{DataArgs, print_report};
@@ -45,13 +44,9 @@ pub struct EvalArgs {
 #[derive(Serialize)]
 struct Report {
     dataset: String,
-    model: Vec<RankingReport>,
-    /// Share of generated items that are real catalogue items.
-    legality: Option<f64>,
-    /// The same among the first 10 generated.
-    legality_at_10: Option<f64>,
-    /// Mean over users of the mean P-score of their top 10 (legal, unseen), per stage.
-    p_score_at_10: Vec<f64>,
+    /// The snapshot's ranking, legality and P-score, when one was given.
+    #[serde(flatten)]
+    generator: Option<GeneratorReport>,
     popularity: Vec<RankingReport>,
     /// Under a time cut: popularity over the 30 days before the cut.
     recent_popularity: Vec<RankingReport>,
@@ -65,14 +60,14 @@ impl fmt::Display for Report {
             SplitRule::TimeCut { cut } => format!("time cut at {cut}"),
         };
         write!(f, "data set: {} ({split}, full ranking, seen items excluded)", self.dataset)?;
-        for r in &self.model {
-            write!(f, "\nmodel       {r}")?;
-        }
-        if let (Some(legality), Some(at_10)) = (self.legality, self.legality_at_10) {
-            write!(f, "\nlegal outputs: {:.2}% (top 10: {:.2}%)", 100.0 * legality, 100.0 * at_10)?;
-        }
-        for (r, p) in self.model.iter().zip(&self.p_score_at_10) {
-            write!(f, "\np-score@10  {:?}: {p:.4}", r.stage)?;
+        if let Some(g) = &self.generator {
+            for r in &g.ranking {
+                write!(f, "\nmodel       {r}")?;
+            }
+            write!(f, "\nlegal outputs: {:.2}% (top 10: {:.2}%)", 100.0 * g.legality, 100.0 * g.legality_at_10)?;
+            for (r, p) in g.ranking.iter().zip(&g.p_score_at_10) {
+                write!(f, "\np-score@10  {:?}: {p:.4}", r.stage)?;
+            }
         }
         for r in &self.popularity {
             write!(f, "\npopularity  {r}")?;
@@ -87,8 +82,8 @@ impl fmt::Display for Report {
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let dataset = args.data.load()?;
     let stages = [Stage::Valid, Stage::Test];
-    let (model, legality, legality_at_10, p_score_at_10) = match &args.snapshot {
-        None => (Vec::new(), None, None, Vec::new()),
+    let generator = match &args.snapshot {
+        None => None,
         Some(path) => {
             let snapshot = Snapshot::load(path)?;
             snapshot.check_dataset(&dataset)?;
@@ -101,57 +96,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             let model = snapshot.model(&device)?;
             let recommender =
                 Recommender { model: &model, config: &snapshot.model, tokenizer: &snapshot.tokenizer, device: &device };
-            let counts: [AtomicUsize; 4] = Default::default();
-            let ids = &snapshot.tokenizer.semantic_ids;
-            let mut p_scores = Vec::new();
-            let reports = stages.map(|stage| {
-                let p_sum = Mutex::new((0.0, 0usize));
-                let report = eval::evaluate(&dataset, stage, |u, input| {
-                    let user = &dataset.users[u as usize];
-                    let generated: Vec<(Option<ItemIdx>, f32)> = if args.unconstrained {
-                        recommend_unconstrained(&recommender, user, input, args.beam)
-                    } else {
-                        let beam = recommender.recommend(user, input, args.beam, true);
-                        beam.into_iter().map(|h| (ids.item_of(&h.id).filter(|&i| i == h.item), h.log_prob)).collect()
-                    };
-                    let mut scores = vec![f32::NEG_INFINITY; dataset.n_items()];
-                    for (rank, &(item, log_prob)) in generated.iter().enumerate() {
-                        let legal = item.is_some() as usize;
-                        counts[0].fetch_add(1, Ordering::Relaxed);
-                        counts[1].fetch_add(legal, Ordering::Relaxed);
-                        if rank < 10 {
-                            counts[2].fetch_add(1, Ordering::Relaxed);
-                            counts[3].fetch_add(legal, Ordering::Relaxed);
-                        }
-                        if let Some(i) = item {
-                            scores[i as usize] = scores[i as usize].max(log_prob);
-                        }
-                    }
-                    if let Some(reward) = &reward {
-                        let top: Vec<(&[Event], ItemIdx)> = generated
-                            .iter()
-                            .filter_map(|g| g.0)
-                            .filter(|&i| input.iter().all(|e| e.item != i))
-                            .take(10)
-                            .map(|i| (input, i))
-                            .collect();
-                        let p = reward.p_scores(&top);
-                        let mut sum = p_sum.lock().expect("no panic while holding the lock");
-                        sum.0 += p.iter().map(|&x| x as f64).sum::<f64>() / p.len().max(1) as f64;
-                        sum.1 += 1;
-                    }
-                    scores
-                });
-                let (sum, users) = p_sum.into_inner().expect("no panic while holding the lock");
-                if reward.is_some() {
-                    p_scores.push(sum / users.max(1) as f64);
-                }
-                report
-            });
-            let ratio = |a: usize, b: usize| {
-                counts[a].load(Ordering::Relaxed) as f64 / counts[b].load(Ordering::Relaxed).max(1) as f64
-            };
-            (reports.to_vec(), Some(ratio(1, 0)), Some(ratio(3, 2)), p_scores)
+            let decoding = if args.unconstrained { Decoding::Free } else { Decoding::Constrained };
+            let reward = reward.as_ref().map(|r| r as &dyn RewardFn);
+            Some(evaluate(&recommender, &dataset, &stages, args.beam, decoding, reward))
         }
     };
     let popularity_scores = eval::popularity(&dataset);
@@ -166,15 +113,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             })
             .to_vec(),
     };
-    let report = Report {
-        dataset: dataset.name.clone(),
-        model,
-        legality,
-        legality_at_10,
-        p_score_at_10,
-        popularity,
-        recent_popularity,
-        split: dataset.split_rule,
-    };
+    let report =
+        Report { dataset: dataset.name.clone(), generator, popularity, recent_popularity, split: dataset.split_rule };
     print_report(&report, args.json)
 }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use onerec_core::device::{self, DeviceChoice};
+use onerec_core::generator::snapshot::check_catalogue;
 use onerec_core::reward::{Objective, RewardReport, RewardTrainConfig, train_reward};
-use onerec_core::snapshot::check_catalogue;
 use onerec_core::tokenizer::Tokenizer;
 use serde::Serialize;
 

@@ -9,10 +9,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use onerec_core::codec;
 use onerec_core::device::{self, DeviceChoice};
-use onerec_core::model::{ModelConfig, Preset};
-use onerec_core::snapshot::Snapshot;
+use onerec_core::generator::model::{ModelConfig, Preset};
+use onerec_core::generator::snapshot::Snapshot;
+use onerec_core::generator::train::{self, Progress, TrainConfig, TrainReport};
 use onerec_core::tokenizer::Tokenizer;
-use onerec_core::train::{self, Checkpointing, Progress, TrainConfig, TrainReport};
+use onerec_core::training::Checkpointing;
 use serde::Serialize;
 
 use super::{CheckpointArgs, DataArgs, print_report};

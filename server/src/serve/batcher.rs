@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use onerec_core::decode::Hypothesis;
-use onerec_core::recommend::DecodeRequest;
+use onerec_core::generator::recommend::DecodeRequest;
 use tokio::sync::oneshot;
 
 use super::engine::Engine;

@@ -9,9 +9,9 @@ use burn::tensor::Device;
 use onerec_core::api::{FeedItem, ItemInfo, quantise_embedding};
 use onerec_core::data::{Dataset, ItemIdx};
 use onerec_core::decode::Hypothesis;
-use onerec_core::model::{ModelConfig, OneRec};
-use onerec_core::recommend::Recommender;
-use onerec_core::snapshot::Snapshot;
+use onerec_core::generator::model::{ModelConfig, OneRec};
+use onerec_core::generator::recommend::Recommender;
+use onerec_core::generator::snapshot::Snapshot;
 use onerec_core::tokenizer::Tokenizer;
 
 /// A loaded snapshot.
@@ -48,17 +48,19 @@ impl Engine {
         self.tokenizer.semantic_ids.id_of(item).to_vec()
     }
 
-    /// A decoded item as the API shows it.
-    pub fn feed_item(&self, catalogue: &Catalogue, h: &Hypothesis) -> FeedItem {
-        let item = &catalogue.dataset.items[h.item as usize];
-        FeedItem {
+    /// A decoded item as the API shows it; `None` for an ID that names no item, which the
+    /// constrained search that serving runs never returns.
+    pub fn feed_item(&self, catalogue: &Catalogue, h: &Hypothesis) -> Option<FeedItem> {
+        let index = h.item?;
+        let item = &catalogue.dataset.items[index as usize];
+        Some(FeedItem {
             id: item.id.clone(),
             title: item.title.clone(),
             tags: item.tags.clone(),
             score: h.log_prob,
             semantic_id: h.id.clone(),
-            embedding: self.embedding(h.item),
-        }
+            embedding: self.embedding(index),
+        })
     }
 
     pub fn item_info(&self, catalogue: &Catalogue, item: ItemIdx) -> ItemInfo {

@@ -73,7 +73,8 @@ pub async fn feed(State(state): Shared, ApiQuery(query): ApiQuery<FeedQuery>) ->
         .await
         .map_err(|_| timed_out("decoding"))?
         .ok_or_else(|| AppError::internal("decoding failed"))?;
-    let mut items: Vec<FeedItem> = decoded.iter().take(pool).map(|h| engine.feed_item(&state.catalogue, h)).collect();
+    let mut items: Vec<FeedItem> =
+        decoded.iter().take(pool).filter_map(|h| engine.feed_item(&state.catalogue, h)).collect();
     let pool = items.split_off(k.min(items.len()));
     Ok(Json(Feed { user: query.user, items, pool, cold_start: history.is_empty(), model: engine.id.clone() }))
 }

@@ -32,8 +32,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::context::{ContextConfig, FEEDBACK_BUCKETS, GAP_BUCKETS};
 use crate::error::{Error, Result};
+use crate::generator::context::{ContextConfig, FEEDBACK_BUCKETS, GAP_BUCKETS};
 pub use batch::{Batch, Query};
 pub use incremental::IncrementalDecoder;
 pub use moe::{ExpertLoad, MoeFfn, SwiGlu};

@@ -17,7 +17,7 @@
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::ModelConfig;
-use crate::context::UserContext;
+use crate::generator::context::UserContext;
 use crate::tokenizer::{Code, SemanticIds};
 
 /// One prediction from a context: the item after its first `sees` recent events.

@@ -4,17 +4,16 @@
 
 use std::path::Path;
 
-use burn::module::Module;
-use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Format};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{ModelConfig, OneRec};
+use crate::generator::model::{ModelConfig, OneRec};
+use crate::generator::train::TrainReport;
 use crate::tokenizer::Tokenizer;
-use crate::train::TrainReport;
+use crate::training::{weights_from_bytes, weights_to_bytes};
 
 /// A trained model with its catalogue.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -31,11 +30,7 @@ const FORMAT: Format = Format { magic: b"ONRECSNP", version: 2, kind: "snapshot"
 impl Snapshot {
     /// Packs a model's parameters with its configuration and tokenizer.
     pub fn new(model: OneRec, config: ModelConfig, tokenizer: Tokenizer, training: TrainReport) -> Result<Snapshot> {
-        let bytes = model
-            .into_record()
-            .into_bytes()
-            .map_err(|e| Error::External(format!("cannot serialise the model weights: {e:?}")))?;
-        Ok(Snapshot { model: config, tokenizer, weights: bytes.to_vec(), training })
+        Ok(Snapshot { model: config, tokenizer, weights: weights_to_bytes(&model)?, training })
     }
 
     /// Writes the snapshot by atomic rename.
@@ -64,12 +59,7 @@ impl Snapshot {
 
     /// Rebuilds the model on `device`.
     pub fn model(&self, device: &Device) -> Result<OneRec> {
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(self.weights.clone()))
-            .map_err(|e| Error::External(format!("the snapshot's weights cannot be read: {e:?}")))?;
-        self.model
-            .init(device)
-            .try_load_record(record)
-            .map_err(|e| Error::External(format!("the snapshot's weights do not fit its model: {e:?}")))
+        weights_from_bytes(self.model.init(device), &self.weights, "the snapshot")
     }
 
     /// Refuses a data set whose catalogue is not the one this snapshot was trained on.
@@ -102,8 +92,8 @@ pub fn check_catalogue(tokenizer: &Tokenizer, dataset: &Dataset) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::build_context;
-    use crate::model::Batch;
+    use crate::generator::context::build_context;
+    use crate::generator::model::Batch;
     use crate::test_fixtures::{cyclic_dataset, tiny_setup};
 
     #[test]

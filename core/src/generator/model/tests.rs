@@ -1,7 +1,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::*;
-use crate::context::build_context;
+use crate::generator::context::build_context;
 use crate::test_fixtures::tiny_setup;
 
 fn setup() -> (crate::data::Dataset, crate::tokenizer::Tokenizer, ModelConfig, Device) {

@@ -3,10 +3,10 @@
 
 use burn::tensor::{Device, Tensor};
 
-use crate::context::{UserContext, build_context};
 use crate::data::{Event, User};
-use crate::decode::{CodeStepper, Exclusion, Hypothesis, Search, beam_search_batch};
-use crate::model::{Batch, IncrementalDecoder, ModelConfig, OneRec};
+use crate::decode::{CodeStepper, Decoding, Exclusion, Hypothesis, Search, beam_search_batch};
+use crate::generator::context::{UserContext, build_context};
+use crate::generator::model::{Batch, IncrementalDecoder, ModelConfig, OneRec};
 use crate::tokenizer::{Code, Tokenizer};
 
 /// A model ready to recommend, with the catalogue it was trained on.
@@ -26,11 +26,13 @@ pub struct DecodeRequest {
     pub beam: usize,
     /// Items never to return (e.g. the user's history). Sized by the history, not the catalogue.
     pub excluded: Exclusion,
+    /// Constrained to real items (how recommendations are made) or free (to measure legality).
+    pub decoding: Decoding,
 }
 
 impl Recommender<'_> {
-    /// A decode of up to `beam` items for the user; items in `history` are left out when
-    /// `exclude_history` is set.
+    /// A constrained decode of up to `beam` items for the user; items in `history` are left out
+    /// when `exclude_history` is set.
     pub fn request(&self, user: &User, history: &[Event], beam: usize, exclude_history: bool) -> DecodeRequest {
         let ids = &self.tokenizer.semantic_ids;
         let excluded = if exclude_history {
@@ -38,7 +40,7 @@ impl Recommender<'_> {
         } else {
             Exclusion::default()
         };
-        DecodeRequest { context: self.context(user, history), beam, excluded }
+        DecodeRequest { context: self.context(user, history), beam, excluded, decoding: Decoding::Constrained }
     }
 
     /// The user's context as the model reads it.
@@ -51,7 +53,9 @@ impl Recommender<'_> {
     pub fn scores(&self, user: &User, history: &[Event], beam: usize) -> Vec<f32> {
         let mut scores = vec![f32::NEG_INFINITY; self.config.items];
         for h in self.recommend(user, history, beam, true) {
-            scores[h.item as usize] = h.log_prob;
+            if let Some(item) = h.item {
+                scores[item as usize] = h.log_prob;
+            }
         }
         scores
     }
@@ -72,7 +76,8 @@ impl Recommender<'_> {
         let contexts: Vec<UserContext> = requests.iter().map(|r| r.context.clone()).collect();
         let batch = Batch::new(&contexts, None, &self.tokenizer.semantic_ids, self.config, self.device);
         let memory = self.model.encode(&batch);
-        let searches: Vec<Search> = requests.iter().map(|r| Search { beam: r.beam, excluded: &r.excluded }).collect();
+        let searches: Vec<Search> =
+            requests.iter().map(|r| Search { beam: r.beam, excluded: &r.excluded, decoding: r.decoding }).collect();
         let mut stepper = ModelStepper::new(IncrementalDecoder::new(self.model, &memory), requests.len());
         beam_search_batch(&mut stepper, self.tokenizer.semantic_ids.trie(), &searches)
     }
@@ -140,7 +145,7 @@ mod tests {
     use super::*;
     use crate::data::ItemIdx;
     use crate::decode::exhaustive_search;
-    use crate::model::Memory;
+    use crate::generator::model::Memory;
     use crate::test_fixtures::tiny_setup;
 
     /// The reference: the next code's log-probabilities after `prefix`, from a full (uncached)
@@ -174,18 +179,18 @@ mod tests {
             for (g, w) in got.iter().zip(&want) {
                 assert_eq!((g.item, &g.id), (w.item, &w.id));
                 assert!((g.log_prob - w.log_prob).abs() < 1e-4, "{} vs {}", g.log_prob, w.log_prob);
-                assert_eq!(ids.item_of(&g.id), Some(g.item), "every output is a real item");
+                assert!(g.item.is_some() && ids.item_of(&g.id) == g.item, "every output is a real item");
             }
             // Excluding the history leaves it out of a narrower slate, which stays distinct.
             let slate = recommender.recommend(&dataset.users[user as usize], history, 8, true);
-            assert!(slate.iter().all(|h| history.iter().all(|e| e.item != h.item)));
-            let distinct: std::collections::HashSet<ItemIdx> = slate.iter().map(|h| h.item).collect();
+            assert!(slate.iter().all(|h| history.iter().all(|e| Some(e.item) != h.item)));
+            let distinct: std::collections::HashSet<Option<ItemIdx>> = slate.iter().map(|h| h.item).collect();
             assert_eq!(distinct.len(), slate.len());
         }
         // A user with no history still gets a full, legal slate.
         let cold = recommender.recommend(&dataset.users[0], &[], 5, true);
         assert_eq!(cold.len(), 5);
-        assert!(cold.iter().all(|h| ids.item_of(&h.id) == Some(h.item)));
+        assert!(cold.iter().all(|h| h.item.is_some() && ids.item_of(&h.id) == h.item));
     }
 
     #[test]

@@ -1,17 +1,14 @@
 //! Next-token training of the generative model (DESIGN.md §2 "Training"): every event of a
 //! training sequence is a target, learnt in windows of `short_len` events that cost one encoder
-//! pass each (see [`crate::context::Window`]), AdamW with warm-up and cosine decay, gradient clipping, early
+//! pass each (see [`crate::generator::context::Window`]), AdamW with warm-up and cosine decay, gradient clipping, early
 //! stopping on validation NDCG@10, checkpoints that a run resumes from.
 
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device};
+use burn::optim::GradientsParams;
+use burn::tensor::Device;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -19,14 +16,17 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Format};
-use crate::context::{Window, build_context, training_windows};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{self, Stage};
-use crate::model::{Batch, ModelConfig, OneRec, Query};
-use crate::recommend::Recommender;
-use crate::snapshot::check_catalogue;
+use crate::generator::context::{Window, build_context, training_windows};
+use crate::generator::model::{Batch, ModelConfig, OneRec, Query};
+use crate::generator::recommend::Recommender;
+use crate::generator::snapshot::check_catalogue;
 use crate::tokenizer::Tokenizer;
+use crate::training::{
+    Checkpointing, adamw, learning_rate, optimizer_to_bytes, restore, weights_from_bytes, weights_to_bytes,
+};
 
 /// Settings of a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -178,16 +178,6 @@ pub enum Progress<'a> {
     Epoch(&'a EpochReport),
 }
 
-/// Learning rate at `step`: linear warm-up to `peak`, then cosine decay to a tenth of it.
-pub fn learning_rate(step: usize, total: usize, warmup: usize, peak: f64) -> f64 {
-    if step < warmup {
-        return peak * (step + 1) as f64 / warmup as f64;
-    }
-    let progress = (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
-    let floor = peak * 0.1;
-    floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
-}
-
 /// State written after every epoch, from which `--resume` continues.
 #[derive(Serialize, Deserialize)]
 struct Checkpoint {
@@ -201,48 +191,6 @@ struct Checkpoint {
 }
 
 const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 2, kind: "training checkpoint" };
-
-pub(crate) fn to_bytes(model: &OneRec) -> Result<Vec<u8>> {
-    let bytes = model.clone().into_record().into_bytes().map_err(|e| Error::External(format!("{e:?}")))?;
-    Ok(bytes.to_vec())
-}
-
-pub(crate) fn from_bytes(model: OneRec, bytes: &[u8]) -> Result<OneRec> {
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
-        .map_err(|e| Error::External(format!("unreadable weights: {e:?}")))?;
-    model.try_load_record(record).map_err(|e| Error::External(format!("weights do not fit the model: {e:?}")))
-}
-
-/// AdamW with decoupled weight decay and gradient-norm clipping: the optimizer of training and
-/// of alignment.
-pub(crate) fn adamw(weight_decay: f32, grad_clip: f32) -> ModuleOptimizer {
-    AdamWConfig::new()
-        .with_weight_decay(weight_decay)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(grad_clip)))
-        .init()
-}
-
-/// Loads a checkpoint's model weights and optimizer state (read from `path`) into fresh ones.
-pub(crate) fn restore(
-    model: OneRec,
-    optimizer: ModuleOptimizer,
-    weights: &[u8],
-    optimizer_state: Vec<u8>,
-    path: &Path,
-) -> Result<(OneRec, ModuleOptimizer)> {
-    let model = from_bytes(model, weights)?;
-    let optimizer = optimizer
-        .from_bytes(Bytes::from_bytes_vec(optimizer_state))
-        .map_err(|e| Error::corrupt(path, format!("unreadable optimizer state: {e:?}")))?;
-    Ok((model, optimizer))
-}
-
-/// Where a run writes its checkpoint after every epoch, and whether it continues from it.
-#[derive(Clone, Copy, Debug)]
-pub struct Checkpointing<'a> {
-    pub path: &'a Path,
-    pub resume: bool,
-}
 
 /// Trains a model from scratch, or from the checkpoint when resuming; returns the weights of the
 /// epoch with the best validation NDCG@10. `on_progress` may stop the run after an epoch (the
@@ -280,7 +228,7 @@ pub fn train(
     let mut model = model_config.init(&train_device);
     let mut optimizer = adamw(config.weight_decay, config.grad_clip);
     let mut report = TrainReport { parameters: model.num_params(), samples, ..TrainReport::default() };
-    let mut best = to_bytes(&model)?;
+    let mut best = weights_to_bytes(&model)?;
     let mut step = 0;
     if let Some(Checkpointing { path, resume: true }) = checkpoint {
         let saved: Checkpoint = codec::load(CHECKPOINT, path)?;
@@ -356,15 +304,15 @@ pub fn train(
         report.epochs.push(epoch_report);
         if improved {
             report.best_epoch = epoch;
-            best = to_bytes(&model)?;
+            best = weights_to_bytes(&model)?;
         }
         if let Some(Checkpointing { path, .. }) = checkpoint {
             let saved = Checkpoint {
                 model: model_config.clone(),
                 train: config.clone(),
-                weights: to_bytes(&model)?,
+                weights: weights_to_bytes(&model)?,
                 best_weights: best.clone(),
-                optimizer: optimizer.into_bytes().map_err(|e| Error::External(format!("{e:?}")))?.to_vec(),
+                optimizer: optimizer_to_bytes(&optimizer)?,
                 report: report.clone(),
                 step,
             };
@@ -374,7 +322,7 @@ pub fn train(
             break;
         }
     }
-    let best_model = from_bytes(model_config.init(device), &best)?;
+    let best_model = weights_from_bytes(model_config.init(device), &best, "the best epoch")?;
     Ok((best_model, report))
 }
 
@@ -396,15 +344,6 @@ fn accumulate(total: &mut Vec<Vec<f32>>, loads: &[Vec<f32>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn learning_rate_warms_up_then_decays_to_a_tenth() {
-        assert!((learning_rate(0, 100, 10, 1.0) - 0.1).abs() < 1e-12);
-        assert!((learning_rate(9, 100, 10, 1.0) - 1.0).abs() < 1e-12);
-        assert!((learning_rate(10, 100, 10, 1.0) - 1.0).abs() < 1e-12);
-        assert!((learning_rate(55, 100, 10, 1.0) - 0.55).abs() < 1e-12, "half way down the cosine");
-        assert!((learning_rate(100, 100, 10, 1.0) - 0.1).abs() < 1e-12);
-    }
 
     fn history() -> TrainReport {
         let epoch = |epoch, train_loss, valid_ndcg_at_10| EpochReport {
@@ -473,7 +412,7 @@ mod learning_tests {
             .filter(|&u| {
                 let split = dataset.split(u);
                 let top = recommender.recommend(&dataset.users[u as usize], split.test_input, 5, true);
-                top.first().map(|h| h.item) == split.test.map(|e| e.item)
+                top.first().and_then(|h| h.item) == split.test.map(|e| e.item)
             })
             .count();
         assert!(correct >= 22, "next-item accuracy {correct}/24");

@@ -1,0 +1,166 @@
+//! The generator under DESIGN.md §3's protocol: its beam, as a full ranking, scored by
+//! [`crate::eval`]; how many of the IDs it generates are real items (legality: always 1 when
+//! constrained, what the format reward raises when free); and, given a reward model, the mean
+//! P-score of each user's top 10 legal, unseen items.
+
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::data::{Dataset, Event, ItemIdx};
+use crate::decode::Decoding;
+use crate::eval::{self, RankingReport, Stage};
+use crate::generator::recommend::{DecodeRequest, Recommender};
+use crate::reward::RewardFn;
+
+/// What [`evaluate`] measures.
+#[derive(Clone, Debug, Serialize)]
+pub struct GeneratorReport {
+    /// One per stage.
+    pub ranking: Vec<RankingReport>,
+    /// Share of generated IDs, over every stage, that name a catalogue item.
+    pub legality: f64,
+    /// The same among each beam's first 10.
+    pub legality_at_10: f64,
+    /// Per stage, the mean over users of the mean P-score of their top 10; empty without a reward.
+    pub p_score_at_10: Vec<f64>,
+}
+
+/// Generated and legal IDs, overall and among each beam's first 10.
+#[derive(Default)]
+struct Legality {
+    generated: usize,
+    legal: usize,
+    generated_at_10: usize,
+    legal_at_10: usize,
+}
+
+/// Evaluates the generator on `stages` with a beam of `beam`. Under free decoding the history is
+/// not excluded (the trie that would exclude it is not used), so legality measures the model alone.
+pub fn evaluate(
+    recommender: &Recommender,
+    dataset: &Dataset,
+    stages: &[Stage],
+    beam: usize,
+    decoding: Decoding,
+    reward: Option<&dyn RewardFn>,
+) -> GeneratorReport {
+    let legality = Mutex::new(Legality::default());
+    let mut p_score_at_10 = Vec::new();
+    let ranking = stages
+        .iter()
+        .map(|&stage| {
+            let p_sum = Mutex::new((0.0, 0usize));
+            let report = eval::evaluate(dataset, stage, |u, input| {
+                let user = &dataset.users[u as usize];
+                let exclude_history = decoding == Decoding::Constrained;
+                let request = DecodeRequest { decoding, ..recommender.request(user, input, beam, exclude_history) };
+                let generated = recommender.recommend_batch(&[request]).remove(0);
+                let legal = generated.iter().filter(|h| h.item.is_some()).count();
+                let legal_at_10 = generated.iter().take(10).filter(|h| h.item.is_some()).count();
+                {
+                    let mut l = legality.lock().expect("no panic while holding the lock");
+                    l.generated += generated.len();
+                    l.legal += legal;
+                    l.generated_at_10 += generated.len().min(10);
+                    l.legal_at_10 += legal_at_10;
+                }
+                let mut scores = vec![f32::NEG_INFINITY; dataset.n_items()];
+                for h in &generated {
+                    if let Some(i) = h.item {
+                        scores[i as usize] = scores[i as usize].max(h.log_prob);
+                    }
+                }
+                if let Some(reward) = reward {
+                    let top: Vec<(&[Event], ItemIdx)> = generated
+                        .iter()
+                        .filter_map(|h| h.item)
+                        .filter(|&i| input.iter().all(|e| e.item != i))
+                        .take(10)
+                        .map(|i| (input, i))
+                        .collect();
+                    let p = reward.p_scores(&top);
+                    let mut sum = p_sum.lock().expect("no panic while holding the lock");
+                    sum.0 += p.iter().map(|&x| x as f64).sum::<f64>() / p.len().max(1) as f64;
+                    sum.1 += 1;
+                }
+                scores
+            });
+            if reward.is_some() {
+                let (sum, users) = p_sum.into_inner().expect("no panic while holding the lock");
+                p_score_at_10.push(sum / users.max(1) as f64);
+            }
+            report
+        })
+        .collect();
+    let l = legality.into_inner().expect("no panic while holding the lock");
+    let ratio = |a: usize, b: usize| a as f64 / b.max(1) as f64;
+    GeneratorReport {
+        ranking,
+        legality: ratio(l.legal, l.generated),
+        legality_at_10: ratio(l.legal_at_10, l.generated_at_10),
+        p_score_at_10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+
+    use super::*;
+    use crate::test_fixtures::tiny_setup;
+
+    /// A reward that scores every pair the same.
+    struct Constant(f32);
+
+    impl RewardFn for Constant {
+        fn p_scores(&self, pairs: &[(&[Event], ItemIdx)]) -> Vec<f32> {
+            vec![self.0; pairs.len()]
+        }
+    }
+
+    #[test]
+    fn constrained_evaluation_is_the_beam_ranking_and_fully_legal() {
+        // Ten events per user over 24 items: the beam has items left once the history is excluded.
+        let (dataset, tokenizer, config) = tiny_setup(24, 6, 10, 4);
+        let device = Device::flex();
+        device.seed(3);
+        let model = config.init(&device);
+        let recommender = Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device };
+        let stages = [Stage::Valid, Stage::Test];
+        let report = evaluate(&recommender, &dataset, &stages, 10, Decoding::Constrained, Some(&Constant(0.25)));
+        for (got, &stage) in report.ranking.iter().zip(&stages) {
+            let direct =
+                eval::evaluate(&dataset, stage, |u, input| recommender.scores(&dataset.users[u as usize], input, 10));
+            assert_eq!(got.metrics, direct.metrics);
+        }
+        assert_eq!((report.legality, report.legality_at_10), (1.0, 1.0));
+        assert_eq!(report.p_score_at_10, [0.25, 0.25]);
+    }
+
+    #[test]
+    fn free_evaluation_counts_the_ids_that_name_no_item() {
+        // More IDs than items: an untrained model strays.
+        let (dataset, tokenizer, config) = tiny_setup(10, 6, 30, 4);
+        let space: usize = tokenizer.semantic_ids.level_sizes.iter().product();
+        assert!(space > 10);
+        let device = Device::flex();
+        device.seed(4);
+        let model = config.init(&device);
+        let recommender = Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device };
+        let report = evaluate(&recommender, &dataset, &[Stage::Valid], space, Decoding::Free, None);
+        let (mut legal, mut legal_at_10) = (0, 0);
+        for u in 0..dataset.n_users() as u32 {
+            let request = recommender.request(&dataset.users[u as usize], dataset.split(u).train, space, false);
+            let beam = recommender.recommend_batch(&[DecodeRequest { decoding: Decoding::Free, ..request }]).remove(0);
+            assert_eq!(beam.len(), space, "a beam as wide as the ID space holds every ID");
+            legal += beam.iter().filter(|h| h.item.is_some()).count();
+            legal_at_10 += beam.iter().take(10).filter(|h| h.item.is_some()).count();
+        }
+        let users = dataset.n_users() as f64;
+        assert!((report.legality - legal as f64 / (space as f64 * users)).abs() < 1e-12);
+        assert!((report.legality - 10.0 / space as f64).abs() < 1e-12, "every item once among all IDs");
+        assert!((report.legality_at_10 - legal_at_10 as f64 / (10.0 * users)).abs() < 1e-12);
+        assert!(report.p_score_at_10.is_empty());
+    }
+}

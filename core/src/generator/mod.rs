@@ -1,0 +1,13 @@
+//! The generator, one room per concern: the user [`context`] it reads, the [`model`] (causal
+//! encoder, MoE decoder over semantic-ID codes; the design and why is in its doc), next-token
+//! [`train`]ing, [`recommend`]ation through the one beam search in [`crate::decode`], its
+//! [`evaluate`]ion (ranking, legality, P-score), and the
+//! [`snapshot`] a trained generator is saved as. The mechanics it shares with the reward model
+//! and alignment (weights ↔ bytes, AdamW, the schedule, resuming) are in [`crate::training`].
+
+pub mod context;
+pub mod evaluate;
+pub mod model;
+pub mod recommend;
+pub mod snapshot;
+pub mod train;
