@@ -143,7 +143,12 @@ fn tiny_model_trains_and_beats_popularity() {
     assert_eq!(report["legality"], 1.0);
     let ndcg = |part: &str| report[part][1]["metrics"]["ndcg@10"].as_f64().unwrap();
     assert_eq!(report["ranking"][1]["stage"], "test");
-    assert!(ndcg("model") > 1.5 * ndcg("popularity"), "model {} vs popularity {}", ndcg("model"), ndcg("popularity"));
+    assert!(
+        ndcg("ranking") > 1.5 * ndcg("popularity"),
+        "model {} vs popularity {}",
+        ndcg("ranking"),
+        ndcg("popularity")
+    );
 
     // A snapshot cannot be evaluated against another catalogue, and a damaged one is refused.
     let other = dir.path().join("other");

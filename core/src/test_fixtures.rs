@@ -57,3 +57,11 @@ pub(crate) fn tiny_setup(
     );
     (dataset, tokenizer, config)
 }
+
+/// Held by every test that draws from burn's device RNG (initialisation, dropout), which is one
+/// per process: tests run in parallel, and a draw by one between another's seeding and its use
+/// would make that test's numbers depend on timing.
+pub(crate) fn device_rng() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

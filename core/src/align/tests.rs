@@ -71,6 +71,7 @@ fn run(method: Method, source: Source, steps: usize) -> ((f64, f64), (f64, f64))
 
 #[test]
 fn ecpo_moves_the_policy_to_the_rewarded_family() {
+    let _rng = crate::test_fixtures::device_rng();
     let ((family_before, _), (family_after, legal)) = run(Method::Ecpo, Source::Sample { constrained: true }, 25);
     assert_eq!(legal, 1.0, "constrained sampling is always legal");
     assert!(family_before < 0.5 && family_after > 0.8, "family share {family_before:.2} → {family_after:.2}");
@@ -78,6 +79,7 @@ fn ecpo_moves_the_policy_to_the_rewarded_family() {
 
 #[test]
 fn dpo_moves_the_policy_to_the_rewarded_family() {
+    let _rng = crate::test_fixtures::device_rng();
     let ((family_before, _), (family_after, _)) = run(Method::Dpo, Source::Sample { constrained: true }, 25);
     assert!(family_before < 0.5 && family_after > 0.7, "family share {family_before:.2} → {family_after:.2}");
 }
@@ -86,12 +88,14 @@ fn dpo_moves_the_policy_to_the_rewarded_family() {
 /// sample, K = G) must make most free samples real items.
 #[test]
 fn format_reward_makes_free_sampling_legal() {
+    let _rng = crate::test_fixtures::device_rng();
     let ((_, legal_before), (_, legal_after)) = run(Method::Ecpo, Source::Sample { constrained: false }, 25);
     assert!(legal_before < 0.8 && legal_after > 0.95, "legality {legal_before:.2} → {legal_after:.2}");
 }
 
 #[test]
 fn alignment_checkpoints_and_refuses_other_settings_on_resume() {
+    let _rng = crate::test_fixtures::device_rng();
     let (dataset, tokenizer, model_config) = tiny_setup(24, 4, 6, 4);
     let device = Device::flex();
     let weights = weights_to_bytes(&model_config.init(&device)).unwrap();
@@ -121,6 +125,7 @@ fn alignment_checkpoints_and_refuses_other_settings_on_resume() {
 /// ID space enumerates it.
 #[test]
 fn free_decoding_agrees_with_teacher_forced_log_probs() {
+    let _rng = crate::test_fixtures::device_rng();
     let (dataset, tokenizer, model_config) = tiny_setup(24, 4, 6, 4);
     let device = Device::flex();
     device.seed(8);

@@ -121,6 +121,7 @@ mod tests {
 
     #[test]
     fn constrained_evaluation_is_the_beam_ranking_and_fully_legal() {
+        let _rng = crate::test_fixtures::device_rng();
         // Ten events per user over 24 items: the beam has items left once the history is excluded.
         let (dataset, tokenizer, config) = tiny_setup(24, 6, 10, 4);
         let device = Device::flex();
@@ -140,6 +141,7 @@ mod tests {
 
     #[test]
     fn free_evaluation_counts_the_ids_that_name_no_item() {
+        let _rng = crate::test_fixtures::device_rng();
         // More IDs than items: an untrained model strays.
         let (dataset, tokenizer, config) = tiny_setup(10, 6, 30, 4);
         let space: usize = tokenizer.semantic_ids.level_sizes.iter().product();

@@ -162,6 +162,7 @@ mod tests {
 
     #[test]
     fn cached_beam_search_matches_exhaustive_search_over_full_decoder_passes_and_is_always_legal() {
+        let _rng = crate::test_fixtures::device_rng();
         let (dataset, tokenizer, config) = tiny_setup(24, 6, 30, 4);
         let ids = &tokenizer.semantic_ids;
         let device = Device::flex();
@@ -195,6 +196,7 @@ mod tests {
 
     #[test]
     fn a_batch_of_users_gets_what_each_gets_alone() {
+        let _rng = crate::test_fixtures::device_rng();
         let (dataset, tokenizer, config) = tiny_setup(24, 6, 30, 4);
         let device = Device::flex();
         device.seed(8);

@@ -98,6 +98,7 @@ mod tests {
 
     #[test]
     fn snapshot_round_trips_and_refuses_damage_and_foreign_data() {
+        let _rng = crate::test_fixtures::device_rng();
         let (dataset, tokenizer, config) = tiny_setup(24, 4, 12, 4);
         let ids = tokenizer.semantic_ids.clone();
         let device = Device::flex();

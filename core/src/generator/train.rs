@@ -365,6 +365,7 @@ mod tests {
 
     #[test]
     fn history_csv_has_a_header_and_one_row_per_epoch() {
+        let _rng = crate::test_fixtures::device_rng();
         let csv = history().to_csv();
         let rows: Vec<&str> = csv.lines().collect();
         assert_eq!(rows[0], "epoch,train_loss,valid_ndcg_at_10,valid_recall_at_10,seconds,samples_per_second");
@@ -373,6 +374,7 @@ mod tests {
 
     #[test]
     fn curve_plots_each_epoch_scaled_to_its_maximum_and_marks_the_kept_epoch() {
+        let _rng = crate::test_fixtures::device_rng();
         let svg = history().curve_svg();
         // x runs from 40 to 440 over epochs 1–3; y from 200 (zero) to 40 (the series' maximum).
         assert!(svg.contains(r#"points="40.0,40.0 240.0,80.0 440.0,120.0""#), "loss 4, 3, 2 of max 4: {svg}");
@@ -390,6 +392,7 @@ mod learning_tests {
     /// The next item is always the last item plus one: a model that trains at all must learn it.
     #[test]
     fn training_learns_a_deterministic_next_item_pattern() {
+        let _rng = crate::test_fixtures::device_rng();
         let (dataset, tokenizer, model_config) = tiny_setup(24, 24, 16, 4);
         let config = TrainConfig {
             epochs: 40,
@@ -423,6 +426,7 @@ mod learning_tests {
     /// uninterrupted run with the same seed ends.
     #[test]
     fn resumed_training_equals_an_uninterrupted_run() {
+        let _rng = crate::test_fixtures::device_rng();
         let (dataset, tokenizer, model_config) = tiny_setup(12, 6, 10, 3);
         let config = TrainConfig { epochs: 3, batch_size: 8, patience: 3, valid_beam: 5, ..TrainConfig::default() };
         let device = Device::flex();

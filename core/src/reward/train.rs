@@ -255,6 +255,7 @@ mod tests {
 
     #[test]
     fn masked_bce_matches_the_formula_and_skips_missing_labels() {
+        let _rng = crate::test_fixtures::device_rng();
         let device = Device::flex();
         let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [1, 3]), &device);
         let loss = masked_bce(t(vec![2.0, -1.0, 50.0]), t(vec![1.0, 0.0, 0.0]), t(vec![1.0, 1.0, 0.0]));
@@ -266,6 +267,7 @@ mod tests {
     /// popularity, which cannot tell them apart (every item is equally popular).
     #[test]
     fn reward_model_learns_which_items_users_like() {
+        let _rng = crate::test_fixtures::device_rng();
         let mut b = DatasetBuilder::new();
         let origin = Origin::new("t", 1);
         for u in 0..60 {

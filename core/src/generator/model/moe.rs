@@ -117,6 +117,7 @@ mod tests {
 
     #[test]
     fn tokens_go_to_top_k_experts_and_shares_are_reported() {
+        let _rng = crate::test_fixtures::device_rng();
         let device = Device::flex();
         device.seed(3);
         let moe = MoeFfn::new(8, 16, 4, 2, &device);
@@ -142,6 +143,7 @@ mod tests {
 
     #[test]
     fn balancing_bias_moves_against_the_load_and_steers_selection() {
+        let _rng = crate::test_fixtures::device_rng();
         let device = Device::flex();
         let moe = MoeFfn::new(8, 16, 4, 1, &device);
         let moe = moe.rebalance(&[0.7, 0.1, 0.1, 0.1], 0.5);
@@ -159,6 +161,7 @@ mod tests {
 
     #[test]
     fn one_expert_is_a_dense_swiglu() {
+        let _rng = crate::test_fixtures::device_rng();
         let device = Device::flex();
         let moe = MoeFfn::new(8, 16, 1, 1, &device);
         let x = Tensor::<3>::random([2, 3, 8], Distribution::Normal(0.0, 1.0), &device);

@@ -17,6 +17,7 @@ fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
 
 #[test]
 fn encoder_has_one_state_per_slot_and_ignores_padding() {
+    let _rng = crate::test_fixtures::device_rng();
     let (dataset, tokenizer, config, device) = setup();
     let model = config.init(&device);
     // A short history leaves most slots as padding.
@@ -47,6 +48,7 @@ fn encoder_has_one_state_per_slot_and_ignores_padding() {
 /// query's prediction depend only on what lies before its target.
 #[test]
 fn no_query_or_event_state_sees_its_future() {
+    let _rng = crate::test_fixtures::device_rng();
     let (dataset, tokenizer, config, device) = setup();
     let model = config.init(&device);
     let ids = &tokenizer.semantic_ids;
@@ -87,6 +89,7 @@ fn no_query_or_event_state_sees_its_future() {
 
 #[test]
 fn a_window_query_is_the_prefix_context_alone() {
+    let _rng = crate::test_fixtures::device_rng();
     // Query `sees = v` of a window decodes exactly as a context built from the first v recent
     // events would, when nothing older is in the window's prefix.
     let (dataset, tokenizer, config, device) = setup();
@@ -109,6 +112,7 @@ fn a_window_query_is_the_prefix_context_alone() {
 
 #[test]
 fn decoder_self_attention_is_causal() {
+    let _rng = crate::test_fixtures::device_rng();
     let (dataset, tokenizer, config, device) = setup();
     let model = config.init(&device);
     let context = build_context(&dataset.users[1], dataset.user_events(1), &tokenizer, &config.context);
@@ -127,6 +131,7 @@ fn decoder_self_attention_is_causal() {
 
 #[test]
 fn loss_is_finite_and_expert_loads_are_shares() {
+    let _rng = crate::test_fixtures::device_rng();
     let (dataset, tokenizer, config, device) = setup();
     let model = config.init(&device);
     let contexts: Vec<_> = (0..4u32)
@@ -150,6 +155,7 @@ fn loss_is_finite_and_expert_loads_are_shares() {
 
 #[test]
 fn presets_parse_and_parameters_are_counted_exactly() {
+    let _rng = crate::test_fixtures::device_rng();
     assert_eq!("small".parse::<Preset>().unwrap(), Preset::Small);
     assert!("huge".parse::<Preset>().is_err());
     let (_, tokenizer, config, device) = setup();
