@@ -20,9 +20,11 @@ wasm_bindgen_version=$(sed -n 's/^wasm_bindgen = "\(.*\)"$/\1/p' Trunk.toml)
 install_tool() {
   CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
     CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false \
-    cargo install --locked "$@"
+    cargo install "$@"
 }
-[ "$(trunk --version 2>/dev/null)" = "trunk 0.21.14" ] || install_tool trunk --version 0.21.14
+[ "$(trunk --version 2>/dev/null)" = "trunk 0.21.14" ] || install_tool trunk --version 0.21.14 --locked
+# Not --locked: wasm-bindgen-cli 0.2.130's own lock file pins webpki-roots 1.0.11, which the
+# registry no longer offers.
 [ "$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen $wasm_bindgen_version" ] \
   || install_tool wasm-bindgen-cli --version "$wasm_bindgen_version"
 wasm-opt --version 2>/dev/null | grep -q 'version 132' \
