@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -20,7 +20,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{self, Stage};
 use crate::generator::context::{Window, build_context, training_windows};
-use crate::generator::model::{Batch, ModelConfig, OneRec, Query};
+use crate::generator::model::{Batch, ExpertLoad, ModelConfig, OneRec, Query};
 use crate::generator::recommend::Recommender;
 use crate::generator::snapshot::check_catalogue;
 use crate::tokenizer::Tokenizer;
@@ -242,38 +242,22 @@ pub fn train(
     }
     let steps_per_epoch = windows.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
-    let ids = &tokenizer.semantic_ids;
+    let data = TrainingData { dataset, tokenizer, model: model_config };
     while report.epochs.len() < config.epochs {
         let epoch = report.epochs.len() + 1;
         let started = Instant::now();
         let mut order: Vec<&Window> = windows.iter().collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(epoch as u64)));
         let (mut loss_sum, mut share, mut seen) = (0.0, Vec::<Vec<f32>>::new(), 0);
-        let short_len = model_config.context.short_len;
         for (i, chunk) in order.chunks(config.batch_size).enumerate() {
-            let (contexts, targets): (Vec<_>, Vec<_>) = chunk
-                .par_iter()
-                .map(|w| {
-                    let user = &dataset.users[w.user as usize];
-                    let context = build_context(user, w.history(dataset), tokenizer, &model_config.context);
-                    (context, w.targets(dataset, short_len))
-                })
-                .unzip();
-            let queries: Vec<Vec<Query>> = targets
-                .iter()
-                .map(|t| t.iter().map(|&(sees, item)| Query { sees, target: ids.id_of(item) }).collect())
-                .collect();
-            seen += queries.iter().map(Vec::len).sum::<usize>();
-            let batch = Batch::windows(&contexts, &queries, ids, model_config, &train_device);
-            let (loss, loads) = model.loss(&batch);
-            let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
+            let lr = learning_rate(step, total_steps, config.warmup_steps, config.learning_rate);
+            let (next, StepOutcome { loss: loss_value, targets, loads, .. }) =
+                train_step(model, &mut optimizer, data, chunk, lr, config.balance_rate, &train_device);
+            model = next;
             if !loss_value.is_finite() {
                 return Err(Error::External(format!("the loss diverged at epoch {epoch}, step {}", i + 1)));
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = learning_rate(step, total_steps, config.warmup_steps, config.learning_rate);
-            model = optimizer.step(lr, model, grads);
-            model = model.rebalance(&loads, config.balance_rate);
+            seen += targets;
             accumulate(&mut share, &loads);
             loss_sum += loss_value;
             step += 1;
@@ -324,6 +308,87 @@ pub fn train(
     }
     let best_model = weights_from_bytes(model_config.init(device), &best, "the best epoch")?;
     Ok((best_model, report))
+}
+
+/// What training reads: the interactions, their semantic IDs and the model's sizes.
+#[derive(Clone, Copy)]
+pub struct TrainingData<'a> {
+    pub dataset: &'a Dataset,
+    pub tokenizer: &'a Tokenizer,
+    pub model: &'a ModelConfig,
+}
+
+impl TrainingData<'_> {
+    /// The batch of `windows`: their contexts, one query per target, and the number of targets.
+    pub fn batch(&self, windows: &[&Window], device: &Device) -> (Batch, usize) {
+        let short_len = self.model.context.short_len;
+        let (contexts, targets): (Vec<_>, Vec<_>) = windows
+            .par_iter()
+            .map(|w| {
+                let user = &self.dataset.users[w.user as usize];
+                let context = build_context(user, w.history(self.dataset), self.tokenizer, &self.model.context);
+                (context, w.targets(self.dataset, short_len))
+            })
+            .unzip();
+        let ids = &self.tokenizer.semantic_ids;
+        let queries: Vec<Vec<Query>> = targets
+            .iter()
+            .map(|t| t.iter().map(|&(sees, item)| Query { sees, target: ids.id_of(item) }).collect())
+            .collect();
+        let count = queries.iter().map(Vec::len).sum();
+        (Batch::windows(&contexts, &queries, ids, self.model, device), count)
+    }
+}
+
+/// Seconds spent in each part of a training step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StepTimes {
+    /// Building contexts and laying out the batch's tensors.
+    pub batch: f64,
+    pub forward: f64,
+    pub backward: f64,
+    /// The optimizer and the MoE balancing update.
+    pub update: f64,
+}
+
+/// What one training step did.
+pub struct StepOutcome {
+    /// The batch's mean loss, before the update.
+    pub loss: f64,
+    /// Targets (next items predicted) in the batch.
+    pub targets: usize,
+    pub loads: Vec<ExpertLoad>,
+    pub times: StepTimes,
+}
+
+/// One optimisation step on `windows` at learning rate `lr`: the step of [`train`], and what
+/// `onerec bench train` times. `device` is the autodiff device the model lives on.
+pub fn train_step(
+    model: OneRec,
+    optimizer: &mut ModuleOptimizer,
+    data: TrainingData,
+    windows: &[&Window],
+    lr: f64,
+    balance_rate: f32,
+    device: &Device,
+) -> (OneRec, StepOutcome) {
+    let mut clock = Instant::now();
+    let mut lap = || {
+        let seconds = clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+        seconds
+    };
+    let (batch, targets) = data.batch(windows, device);
+    let batch_seconds = lap();
+    let (loss, loads) = model.loss(&batch);
+    let loss_value = loss.clone().into_scalar::<f32>() as f64;
+    let forward = lap();
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let backward = lap();
+    let model = optimizer.step(lr, model, grads).rebalance(&loads, balance_rate);
+    let update = lap();
+    let times = StepTimes { batch: batch_seconds, forward, backward, update };
+    (model, StepOutcome { loss: loss_value, targets, loads, times })
 }
 
 /// Shares that sum to one.

@@ -1,22 +1,29 @@
-//! `onerec bench`: speed of a stage on synthetic data of a chosen size, as medians over runs.
+//! `onerec bench`: speed of a stage, as medians over runs: tokenizing and decoding on synthetic
+//! data of a chosen size, training on a real data set.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::tensor::Device;
 use clap::{Args, Subcommand};
 use onerec_core::data::{Event, Feedback, ItemIdx, User};
 use onerec_core::embed::ItemEmbeddings;
 use onerec_core::eval;
+use onerec_core::generator::context::{Window, training_windows};
 use onerec_core::generator::model::{ModelConfig, Preset};
 use onerec_core::generator::recommend::{DecodeRequest, Recommender};
+use onerec_core::generator::train::{StepTimes, TrainConfig, TrainingData, train_step};
 use onerec_core::tokenizer::{self, RqConfig, Tokenizer, TokenizerReport};
+use onerec_core::training::adamw;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
-use super::print_report;
+use super::{DataArgs, print_report};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -25,6 +32,9 @@ pub enum BenchCommand {
     /// Feed decoding (encoder once, KV-cached constrained beam search) against a brute-force
     /// dot-product scorer, by beam width and catalogue size.
     Decode(DecodeBenchArgs),
+    /// Training steps of the generator on a real data set: targets (next items learnt) per second,
+    /// and where a step's time goes. Compare with `../shared/peers/sasrec.py` in the same run.
+    Train(TrainBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -85,6 +95,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Tokenize(args) => bench_tokenize(args),
         BenchCommand::Decode(args) => bench_decode(args),
+        BenchCommand::Train(args) => bench_train(args),
     }
 }
 
@@ -331,4 +342,131 @@ fn topic_mixture(items: usize, dim: usize, topics: usize, noise: f32, seed: u64)
         row.iter_mut().for_each(|x| *x /= norm);
     }
     data
+}
+
+#[derive(Args, Debug)]
+pub struct TrainBenchArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The tokenizer written by `onerec tokenize` for this data set.
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    #[arg(long, default_value = "small")]
+    pub preset: Preset,
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
+    pub batch_size: usize,
+    /// Steps timed, after the warm-up steps.
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// Untimed steps first, so that allocation and lazy initialisation are not measured.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct TrainBench {
+    dataset: String,
+    preset: Preset,
+    d_model: usize,
+    parameters: usize,
+    threads: usize,
+    batch_size: usize,
+    steps: usize,
+    /// Timed targets over timed seconds.
+    targets_per_second: f64,
+    median_step_seconds: f64,
+    median_targets_per_step: usize,
+    /// Median seconds of each part of a step.
+    median_times: StepTimes,
+}
+
+impl fmt::Display for TrainBench {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "bench train: {} ({:?}, d_model {}, {} parameters), batch {} windows, {} steps, {} threads",
+            self.dataset, self.preset, self.d_model, self.parameters, self.batch_size, self.steps, self.threads
+        )?;
+        writeln!(
+            f,
+            "targets/s: {:.0} (median step {:.3} s, {} targets)",
+            self.targets_per_second, self.median_step_seconds, self.median_targets_per_step
+        )?;
+        let t = &self.median_times;
+        write!(
+            f,
+            "median parts (s): batch {:.4}, forward {:.4}, backward {:.4}, update {:.4}",
+            t.batch, t.forward, t.backward, t.update
+        )
+    }
+}
+
+fn bench_train(args: TrainBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.steps > 0 && args.batch_size > 0, "--steps and --batch-size must be at least 1");
+    let dataset = args.data.load()?;
+    let tokenizer = Tokenizer::load(&args.tokenizer)?;
+    let config = ModelConfig::preset(
+        args.preset,
+        tokenizer.item_ids.len(),
+        tokenizer.semantic_ids.level_sizes.clone(),
+        tokenizer.config.levels,
+        tokenizer.embeddings.dim,
+    );
+    let train_config = TrainConfig::default();
+    let device = Device::flex();
+    device.seed(args.seed);
+    let device = device.autodiff();
+    let mut model = config.init(&device);
+    let parameters = model.num_params();
+    let mut optimizer = adamw(train_config.weight_decay, train_config.grad_clip);
+    let data = TrainingData { dataset: &dataset, tokenizer: &tokenizer, model: &config };
+    let mut windows = training_windows(&dataset, config.context.short_len);
+    windows.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));
+    let windows: Vec<&Window> = windows.iter().collect();
+    let mut batches = windows.chunks(args.batch_size).cycle();
+    let mut outcomes = Vec::with_capacity(args.steps);
+    for step in 0..args.warmup + args.steps {
+        let started = Instant::now();
+        let windows = batches.next().expect("training_windows is not empty for a loaded data set");
+        let (next, outcome) =
+            train_step(model, &mut optimizer, data, windows, train_config.learning_rate, 0.0, &device);
+        model = next;
+        let seconds = started.elapsed().as_secs_f64();
+        if step >= args.warmup {
+            if !args.json {
+                eprintln!("step {}: {} targets, {:.3} s", step - args.warmup + 1, outcome.targets, seconds);
+            }
+            outcomes.push((seconds, outcome));
+        }
+    }
+    let seconds: Vec<f64> = outcomes.iter().map(|(s, _)| *s).collect();
+    let median_of =
+        |part: fn(&StepTimes) -> f64| median(&outcomes.iter().map(|(_, o)| part(&o.times)).collect::<Vec<_>>());
+    let mut targets: Vec<usize> = outcomes.iter().map(|(_, o)| o.targets).collect();
+    let targets_per_second = targets.iter().sum::<usize>() as f64 / seconds.iter().sum::<f64>();
+    targets.sort_unstable();
+    let bench = TrainBench {
+        dataset: dataset.name.clone(),
+        preset: args.preset,
+        d_model: config.d_model,
+        parameters,
+        threads: rayon::current_num_threads(),
+        batch_size: args.batch_size,
+        steps: args.steps,
+        targets_per_second,
+        median_step_seconds: median(&seconds),
+        median_targets_per_step: targets[targets.len() / 2],
+        median_times: StepTimes {
+            batch: median_of(|t| t.batch),
+            forward: median_of(|t| t.forward),
+            backward: median_of(|t| t.backward),
+            update: median_of(|t| t.update),
+        },
+    };
+    print_report(&bench, args.json)
 }
