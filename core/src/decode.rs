@@ -86,6 +86,9 @@ pub struct Hypothesis {
     pub item: Option<ItemIdx>,
     /// Sum of the log-probabilities of the ID's codes.
     pub log_prob: f32,
+    /// What the hypothesis ranks by: `log_prob` as the search leaves it; a recommender may add
+    /// evidence of its own about the item (see [`crate::generator::recommend`]).
+    pub score: f32,
     pub id: Vec<Code>,
 }
 
@@ -177,6 +180,7 @@ pub fn beam_search_batch(
                 .map(|row| Hypothesis {
                     item: (beams[row].node != OFF_TRIE).then(|| trie.item(beams[row].node)).flatten(),
                     log_prob: beams[row].log_prob,
+                    score: beams[row].log_prob,
                     id: ids[row * depth..][..depth].to_vec(),
                 })
                 .collect()
@@ -256,7 +260,7 @@ pub fn exhaustive_search(
     let mut stack = vec![(ROOT, Vec::new(), 0.0f32)];
     while let Some((node, id, log_prob)) = stack.pop() {
         match trie.item(node) {
-            Some(item) if !excluded(item) => found.push(Hypothesis { item: Some(item), log_prob, id }),
+            Some(item) if !excluded(item) => found.push(Hypothesis { item: Some(item), log_prob, score: log_prob, id }),
             Some(_) => {}
             None => {
                 let row = log_probs(&id);

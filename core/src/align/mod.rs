@@ -258,13 +258,13 @@ fn draw(
     let mut drawn = Vec::with_capacity(users.len() * config.group);
     match config.source {
         Source::Sample { constrained } => {
-            let batch = Batch::new(contexts, None, ids, policy.config, device);
-            let memory = model.encode(&batch);
+            let recommender = Recommender { model, config: policy.config, tokenizer: policy.tokenizer, device };
+            let states = recommender.states(contexts);
             let rows: Vec<usize> = (0..users.len()).flat_map(|u| std::iter::repeat_n(u, config.group)).collect();
-            let memory = policy::repeat_rows(&memory, &rows, device);
+            let states = policy::repeat_rows(&states, &rows, device);
             let trie = constrained.then(|| ids.trie());
             let levels = ids.id_len();
-            let (codes, old) = policy::sample(model, &memory, levels, config.temperature, trie, rng, device);
+            let (codes, old) = policy::sample(model, &states, levels, config.temperature, trie, rng);
             for ((user, id), old_log_prob) in rows.into_iter().zip(codes).zip(old) {
                 drawn.push(Drawn { user, id, old_log_prob, reward: None });
             }
@@ -364,15 +364,16 @@ pub fn align(
         let next_token = config.next_token_weight > 0.0 && config.next_token_batch > 0;
         let inner_steps = if matches!(terms, Terms::None) && !next_token { 0 } else { config.inner_steps };
         for _ in 0..inner_steps {
-            let batch = Batch::new(&contexts, None, ids, policy.config, &ad);
-            let memory = model.encode(&batch);
+            let recommender =
+                Recommender { model: &model, config: policy.config, tokenizer: policy.tokenizer, device: &ad };
+            let states = recommender.states(&contexts);
             let policy_loss = match &terms {
                 Terms::None => Tensor::<1>::zeros([1], &ad),
                 Terms::Ecpo { rows, advantages } => {
-                    let memory =
-                        policy::repeat_rows(&memory, &rows.iter().map(|&i| drawn[i].user).collect::<Vec<_>>(), &ad);
+                    let states =
+                        policy::repeat_rows(&states, &rows.iter().map(|&i| drawn[i].user).collect::<Vec<_>>(), &ad);
                     let chosen: Vec<Vec<Code>> = rows.iter().map(|&i| drawn[i].id.clone()).collect();
-                    let log_probs = policy::sequence_log_probs(&model, &memory, &chosen, &ad);
+                    let log_probs = policy::sequence_log_probs(&model, states, &chosen, &ad);
                     let old = rows.iter().map(|&i| drawn[i].old_log_prob).collect();
                     ecpo::ecpo_loss(
                         log_probs,
@@ -384,10 +385,10 @@ pub fn align(
                 }
                 Terms::Dpo { pairs } => {
                     let rows: Vec<usize> = pairs.iter().flat_map(|&(c, r)| [c, r]).collect();
-                    let memory =
-                        policy::repeat_rows(&memory, &rows.iter().map(|&i| drawn[i].user).collect::<Vec<_>>(), &ad);
+                    let states =
+                        policy::repeat_rows(&states, &rows.iter().map(|&i| drawn[i].user).collect::<Vec<_>>(), &ad);
                     let chosen: Vec<Vec<Code>> = rows.iter().map(|&i| drawn[i].id.clone()).collect();
-                    let lp = policy::sequence_log_probs(&model, &memory, &chosen, &ad).reshape([pairs.len(), 2]);
+                    let lp = policy::sequence_log_probs(&model, states, &chosen, &ad).reshape([pairs.len(), 2]);
                     let old: Vec<f32> = rows.iter().map(|&i| drawn[i].old_log_prob).collect();
                     let old = Tensor::<2>::from_data(TensorData::new(old, [pairs.len(), 2]), &ad);
                     let col = |t: &Tensor<2>, c| t.clone().narrow(1, c, 1).reshape([pairs.len()]);

@@ -2,51 +2,39 @@
 //! (with temperature, masked to the trie or not) and the teacher-forced log π(ID) that gradients
 //! flow through. Beam search, constrained or free, is [`crate::decode`]'s.
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::Rng;
 
-use crate::generator::model::{Memory, OneRec};
+use crate::generator::model::OneRec;
 use crate::tokenizer::Code;
 use crate::tokenizer::trie::{PrefixTrie, ROOT};
 
-/// Rows `0..rows/group` of `memory`, each repeated `group` times (user-major).
-pub fn repeat_rows(memory: &Memory, users: &[usize], device: &Device) -> Memory {
+/// The query states of the given users (rows of `states`), in that order: one row per ID to draw
+/// or score.
+pub fn repeat_rows(states: &Tensor<2>, users: &[usize], device: &Device) -> Tensor<2> {
     let rows: Vec<i64> = users.iter().map(|&u| u as i64).collect();
-    memory.select(Tensor::from_data(TensorData::new(rows.clone(), [rows.len()]), device))
+    states.clone().select(0, Tensor::from_data(TensorData::new(rows.clone(), [rows.len()]), device))
 }
 
-/// Log-softmax rows of the next code after each prefix (`prefixes` all of one length).
-fn next_log_probs(model: &OneRec, memory: &Memory, prefixes: &[Vec<Code>], device: &Device) -> Vec<f32> {
-    let rows = prefixes.len();
-    let t = prefixes.first().map_or(0, Vec::len);
-    let flat: Vec<i64> = prefixes.iter().flat_map(|p| p.iter().map(|&c| c as i64)).collect();
-    let codes = Tensor::<3, Int>::from_data(TensorData::new(flat, [rows, 1, t]), device);
-    let (states, _) = model.decode(codes, memory);
-    let d = states.dims()[3];
-    let last = states.narrow(2, t, 1).reshape([rows, d]);
-    log_softmax(model.head(t, last), 1).into_data().try_to_vec::<f32>().expect("f32 logits")
-}
-
-/// Samples one ID per row of `memory`. With `trie`, each step is restricted to the legal children
+/// Samples one ID per row of `states` (query states, `[rows, d_model]`). With `trie`, each step is restricted to the legal children
 /// of the prefix (while the prefix is legal). Returns the IDs and log π(ID) under the model at
 /// temperature 1, unmasked: the "old" policy's probability of what it produced.
 pub fn sample(
     model: &OneRec,
-    memory: &Memory,
+    states: &Tensor<2>,
     levels: usize,
     temperature: f32,
     trie: Option<&PrefixTrie>,
     rng: &mut impl Rng,
-    device: &Device,
 ) -> (Vec<Vec<Code>>, Vec<f32>) {
-    let rows = memory.states.dims()[0];
+    let rows = states.dims()[0];
     let mut ids: Vec<Vec<Code>> = vec![Vec::with_capacity(levels); rows];
     let mut nodes: Vec<Option<u32>> = vec![Some(ROOT); rows];
     let mut log_probs = vec![0f32; rows];
     let mut weights = Vec::new();
     for _ in 0..levels {
-        let lp = next_log_probs(model, memory, &ids, device);
+        let lp = model.head().next_log_probs(states.clone(), &ids);
+        let lp = lp.into_data().try_to_vec::<f32>().expect("f32 log-probabilities");
         let vocab = lp.len() / rows;
         for row in 0..rows {
             let row_lp = &lp[row * vocab..][..vocab];
@@ -82,19 +70,10 @@ pub fn sample(
 }
 
 /// Teacher-forced log π(ID) per row (the sum of the codes' log-probabilities), with gradient when
-/// `model` lives on an autodiff device. `memory` has one row per ID.
-pub fn sequence_log_probs(model: &OneRec, memory: &Memory, ids: &[Vec<Code>], device: &Device) -> Tensor<1> {
-    let n = ids.len();
+/// `model` lives on an autodiff device. `states` has one row per ID.
+pub fn sequence_log_probs(model: &OneRec, states: Tensor<2>, ids: &[Vec<Code>], device: &Device) -> Tensor<1> {
     let levels = ids.first().map_or(0, Vec::len);
     let flat: Vec<i64> = ids.iter().flat_map(|id| id.iter().map(|&c| c as i64)).collect();
-    let codes = Tensor::<2, Int>::from_data(TensorData::new(flat, [n, levels]), device);
-    let (states, _) = model.decode(codes.clone().narrow(1, 0, levels - 1).unsqueeze_dim(1), memory);
-    let d = states.dims()[3];
-    let mut total = Tensor::<1>::zeros([n], device);
-    for level in 0..levels {
-        let state = states.clone().narrow(2, level, 1).reshape([n, d]);
-        let lp = log_softmax(model.head(level, state), 1);
-        total = total + lp.gather(1, codes.clone().narrow(1, level, 1)).reshape([n]);
-    }
-    total
+    let codes = Tensor::<2, Int>::from_data(TensorData::new(flat, [ids.len(), levels]), device);
+    model.head().sequence_log_probs(states, codes)
 }

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::decode::Decoding;
-use crate::generator::model::Batch;
 use crate::generator::recommend::DecodeRequest;
 use crate::test_fixtures::tiny_setup;
 
@@ -21,12 +20,13 @@ fn measure(policy: &Policy, model: &OneRec, constrained: bool, device: &Device) 
     let ids = &policy.tokenizer.semantic_ids;
     let users: Vec<UserIdx> = (0..policy.dataset.n_users() as UserIdx).collect();
     let contexts = policy.contexts(&users, |u| policy.dataset.split(u).train);
-    let memory = model.encode(&Batch::new(&contexts, None, ids, policy.config, device));
+    let recommender = Recommender { model, config: policy.config, tokenizer: policy.tokenizer, device };
+    let states = recommender.states(&contexts);
     let rows: Vec<usize> = (0..users.len()).flat_map(|u| std::iter::repeat_n(u, 32)).collect();
-    let memory = policy::repeat_rows(&memory, &rows, device);
+    let states = policy::repeat_rows(&states, &rows, device);
     let trie = constrained.then(|| ids.trie());
     let mut rng = ChaCha8Rng::seed_from_u64(99);
-    let (codes, _) = policy::sample(model, &memory, ids.id_len(), 1.0, trie, &mut rng, device);
+    let (codes, _) = policy::sample(model, &states, ids.id_len(), 1.0, trie, &mut rng);
     let n = codes.len() as f64;
     let family = codes.iter().filter(|c| c[0] == 0 && ids.item_of(c).is_some()).count() as f64 / n;
     let legal = codes.iter().filter(|c| ids.item_of(c).is_some()).count() as f64 / n;
@@ -120,7 +120,7 @@ fn alignment_checkpoints_and_refuses_other_settings_on_resume() {
     assert!(go(&other, true).unwrap_err().to_string().contains("other alignment settings"));
 }
 
-/// Free decoding through the KV-cached decoder scores each ID with the teacher-forced log π(ID)
+/// Free decoding through the ID decoder scores each ID with the teacher-forced log π(ID)
 /// that alignment differentiates; its IDs are distinct and best first, and a beam as wide as the
 /// ID space enumerates it.
 #[test]
@@ -141,9 +141,8 @@ fn free_decoding_agrees_with_teacher_forced_log_probs() {
     assert_eq!(all.len(), space);
     let codes: Vec<Vec<Code>> = all.iter().map(|h| h.id.clone()).collect();
     let context = recommender.context(&dataset.users[0], dataset.user_events(0));
-    let memory = model.encode(&Batch::new(&[context], None, ids, &model_config, &device));
-    let rows = policy::repeat_rows(&memory, &vec![0; codes.len()], &device);
-    let forced = policy::sequence_log_probs(&model, &rows, &codes, &device).into_data().try_to_vec::<f32>().unwrap();
+    let rows = policy::repeat_rows(&recommender.states(&[context]), &vec![0; codes.len()], &device);
+    let forced = policy::sequence_log_probs(&model, rows, &codes, &device).into_data().try_to_vec::<f32>().unwrap();
     for (h, f) in all.iter().zip(&forced) {
         assert!((h.log_prob - f).abs() < 1e-4, "{:?}: beam {} vs teacher-forced {f}", h.id, h.log_prob);
         assert_eq!(h.item, ids.item_of(&h.id));

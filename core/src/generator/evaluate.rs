@@ -68,7 +68,7 @@ pub fn evaluate(
                 let mut scores = vec![f32::NEG_INFINITY; dataset.n_items()];
                 for h in &generated {
                     if let Some(i) = h.item {
-                        scores[i as usize] = scores[i as usize].max(h.log_prob);
+                        scores[i as usize] = scores[i as usize].max(h.score);
                     }
                 }
                 if let Some(reward) = reward {

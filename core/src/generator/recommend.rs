@@ -1,13 +1,13 @@
 //! Generating recommendations with a trained model: encode the user once, then beam search over
 //! semantic codes, constrained to the IDs that exist.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::{Event, User};
-use crate::decode::{CodeStepper, Decoding, Exclusion, Hypothesis, Search, beam_search_batch};
+use crate::decode::{Decoding, Exclusion, Hypothesis, Search, beam_search_batch};
 use crate::generator::context::{UserContext, build_context};
-use crate::generator::model::{Batch, IncrementalDecoder, ModelConfig, OneRec};
-use crate::tokenizer::{Code, Tokenizer};
+use crate::generator::model::{Batch, IdDecoder, ModelConfig, OneRec};
+use crate::tokenizer::Tokenizer;
 
 /// A model ready to recommend, with the catalogue it was trained on.
 #[derive(Clone, Copy)]
@@ -48,13 +48,13 @@ impl Recommender<'_> {
         build_context(user, history, self.tokenizer, &self.config.context)
     }
 
-    /// Scores for the evaluation protocol: the beam's items get their log-probability, every
-    /// other item −∞, so it ranks after the beam (and ties count against the target).
+    /// Scores for the evaluation protocol: the beam's items get their score, every other item
+    /// −∞, so it ranks after the beam (and ties count against the target).
     pub fn scores(&self, user: &User, history: &[Event], beam: usize) -> Vec<f32> {
         let mut scores = vec![f32::NEG_INFINITY; self.config.items];
         for h in self.recommend(user, history, beam, true) {
             if let Some(item) = h.item {
-                scores[item as usize] = h.log_prob;
+                scores[item as usize] = h.score;
             }
         }
         scores
@@ -66,7 +66,7 @@ impl Recommender<'_> {
         self.recommend_batch(&[self.request(user, history, beam, exclude_history)]).pop().unwrap_or_default()
     }
 
-    /// Decodes several users together: one encoder pass for all of them, then one decoder step per
+    /// Decodes several users together: one stream pass for all of them, then one head step per
     /// ID position for all of their beams. Each user gets what [`Recommender::recommend`] would
     /// give them alone.
     pub fn recommend_batch(&self, requests: &[DecodeRequest]) -> Vec<Vec<Hypothesis>> {
@@ -74,94 +74,62 @@ impl Recommender<'_> {
             return Vec::new();
         }
         let contexts: Vec<UserContext> = requests.iter().map(|r| r.context.clone()).collect();
-        let batch = Batch::new(&contexts, None, &self.tokenizer.semantic_ids, self.config, self.device);
-        let memory = self.model.encode(&batch);
+        let states = self.states(&contexts);
         let searches: Vec<Search> =
             requests.iter().map(|r| Search { beam: r.beam, excluded: &r.excluded, decoding: r.decoding }).collect();
-        let mut stepper = ModelStepper::new(IncrementalDecoder::new(self.model, &memory), requests.len());
-        beam_search_batch(&mut stepper, self.tokenizer.semantic_ids.trie(), &searches)
-    }
-}
-
-/// Serves the incremental decoder to beam search. The search's rows (any number per user, grouped
-/// by user) sit in the decoder's rectangular `[users, width]` slots; unused slots are padding whose
-/// outputs are dropped.
-struct ModelStepper<'m> {
-    decoder: IncrementalDecoder<'m>,
-    users: usize,
-    /// The user of each row of the last call, and the row's slot among that user's `width`.
-    rows: Vec<(usize, usize)>,
-}
-
-impl<'m> ModelStepper<'m> {
-    fn new(decoder: IncrementalDecoder<'m>, users: usize) -> Self {
-        ModelStepper { decoder, users, rows: Vec::new() }
-    }
-}
-
-impl CodeStepper for ModelStepper<'_> {
-    fn start(&mut self) -> Vec<f32> {
-        self.rows = (0..self.users).map(|u| (u, 0)).collect();
-        to_vec(self.decoder.start())
+        let mut decoder = IdDecoder::new(self.model.head(), states.clone());
+        let mut found = beam_search_batch(&mut decoder, self.tokenizer.semantic_ids.trie(), &searches);
+        self.rank(states, requests, &mut found);
+        found
     }
 
-    fn step(&mut self, parents: &[usize], codes: &[Code]) -> Vec<f32> {
-        let mut counts = vec![0usize; self.users];
-        let rows: Vec<(usize, usize)> = parents
+    /// Orders each constrained search's items by the product of the model's two experts,
+    /// `log π(ID) + score(item)` (see [`crate::generator::model`]). A free search keeps the
+    /// search's order: its IDs need not name items.
+    fn rank(&self, states: Tensor<2>, requests: &[DecodeRequest], found: &mut [Vec<Hypothesis>]) {
+        let rows: Vec<(usize, usize)> = found
             .iter()
-            .map(|&p| {
-                let user = self.rows[p].0;
-                counts[user] += 1;
-                (user, counts[user] - 1)
-            })
+            .enumerate()
+            .filter(|(user, _)| requests[*user].decoding == Decoding::Constrained)
+            .flat_map(|(user, hypotheses)| (0..hypotheses.len()).map(move |h| (user, h)))
             .collect();
-        let width = counts.iter().copied().max().unwrap_or(1).max(1);
-        let mut slot_parents = vec![0usize; self.users * width];
-        let mut slot_codes: Vec<Code> = vec![0; self.users * width];
-        for ((&(user, slot), &p), &code) in rows.iter().zip(parents).zip(codes) {
-            slot_parents[user * width + slot] = self.rows[p].1;
-            slot_codes[user * width + slot] = code;
+        if rows.is_empty() {
+            return;
         }
-        let log_probs = to_vec(self.decoder.step(&slot_parents, &slot_codes, width));
-        let vocab = log_probs.len() / (self.users * width);
-        self.rows = rows;
-        self.rows
-            .iter()
-            .flat_map(|&(user, slot)| &log_probs[(user * width + slot) * vocab..][..vocab])
-            .copied()
-            .collect()
+        let index = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [v.len()]), self.device);
+        let users = index(rows.iter().map(|&(u, _)| u as i64).collect());
+        let items =
+            index(rows.iter().map(|&(u, h)| found[u][h].item.expect("constrained IDs are items") as i64).collect());
+        let scores = self.model.item_score(states.select(0, users), items);
+        let scores = scores.into_data().try_to_vec::<f32>().expect("f32 scores");
+        for (&(user, h), score) in rows.iter().zip(scores) {
+            let hypothesis = &mut found[user][h];
+            hypothesis.score = hypothesis.log_prob + score;
+        }
+        for (user, hypotheses) in found.iter_mut().enumerate() {
+            if requests[user].decoding == Decoding::Constrained {
+                hypotheses.sort_by(|a, b| b.score.total_cmp(&a.score));
+            }
+        }
     }
-}
 
-fn to_vec(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().expect("f32 log-probabilities")
+    /// The state each context's next item is generated from, `[contexts, d_model]`.
+    pub fn states(&self, contexts: &[UserContext]) -> Tensor<2> {
+        let batch = Batch::new(contexts, None, &self.tokenizer.semantic_ids, self.config, self.device);
+        self.model.encode(&batch).0
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::activation::log_softmax;
-    use burn::tensor::{Int, TensorData};
-
     use super::*;
     use crate::data::ItemIdx;
     use crate::decode::exhaustive_search;
-    use crate::generator::model::Memory;
     use crate::test_fixtures::tiny_setup;
-
-    /// The reference: the next code's log-probabilities after `prefix`, from a full (uncached)
-    /// decoder pass over `[BOS, prefix…]`.
-    fn full_decode_log_probs(model: &OneRec, memory: &Memory, prefix: &[Code], device: &Device) -> Vec<f32> {
-        let t = prefix.len();
-        let codes = prefix.iter().map(|&c| c as i64).collect();
-        let codes = Tensor::<3, Int>::from_data(TensorData::new(codes, [1, 1, t]), device);
-        let (states, _) = model.decode(codes, memory);
-        let d = states.dims()[3];
-        let last = states.narrow(2, t, 1).reshape([1, d]);
-        to_vec(log_softmax(model.head(t, last), 1))
-    }
+    use crate::tokenizer::Code;
 
     #[test]
-    fn cached_beam_search_matches_exhaustive_search_over_full_decoder_passes_and_is_always_legal() {
+    fn beam_search_matches_exhaustive_search_over_teacher_forced_prefixes_and_is_always_legal() {
         let _rng = crate::test_fixtures::device_rng();
         let (dataset, tokenizer, config) = tiny_setup(24, 6, 30, 4);
         let ids = &tokenizer.semantic_ids;
@@ -172,16 +140,25 @@ mod tests {
         for user in 0..3u32 {
             let history = &dataset.user_events(user)[..10];
             let got = recommender.recommend(&dataset.users[user as usize], history, 24, false);
-            let context = recommender.context(&dataset.users[user as usize], history);
-            let memory = model.encode(&Batch::new(&[context], None, ids, &config, &device));
-            let log_probs = |prefix: &[Code]| full_decode_log_probs(&model, &memory, prefix, &device);
+            let state = recommender.states(&[recommender.context(&dataset.users[user as usize], history)]);
+            let log_probs = |prefix: &[Code]| {
+                let lp = model.head().next_log_probs(state.clone(), &[prefix.to_vec()]);
+                lp.into_data().try_to_vec::<f32>().unwrap()
+            };
             let want = exhaustive_search(&log_probs, ids.trie(), &|_| false);
+            let item_scores = model.item_scores(state.clone()).into_data().try_to_vec::<f32>().unwrap();
+            // A beam as wide as the catalogue finds every item with its exact probability, and the
+            // slate is ordered by the product of experts, `log π(ID) + score(item)`.
             assert_eq!(got.len(), 24);
-            for (g, w) in got.iter().zip(&want) {
-                assert_eq!((g.item, &g.id), (w.item, &w.id));
+            for g in &got {
+                let w = want.iter().find(|w| w.id == g.id).expect("the beam finds only what exists");
+                assert_eq!(g.item, w.item);
                 assert!((g.log_prob - w.log_prob).abs() < 1e-4, "{} vs {}", g.log_prob, w.log_prob);
                 assert!(g.item.is_some() && ids.item_of(&g.id) == g.item, "every output is a real item");
+                let expected = w.log_prob + item_scores[g.item.unwrap() as usize];
+                assert!((g.score - expected).abs() < 1e-3, "{} vs {expected}", g.score);
             }
+            assert!(got.windows(2).all(|pair| pair[0].score >= pair[1].score));
             // Excluding the history leaves it out of a narrower slate, which stays distinct.
             let slate = recommender.recommend(&dataset.users[user as usize], history, 8, true);
             assert!(slate.iter().all(|h| history.iter().all(|e| Some(e.item) != h.item)));

@@ -105,13 +105,13 @@ mod tests {
         let model = config.init(&device);
         let context = build_context(&dataset.users[0], dataset.user_events(0), &tokenizer, &config.context);
         let batch = Batch::new(&[context], None, &ids, &config, &device);
-        let before = model.encode(&batch).states;
+        let before = model.encode(&batch).0;
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.snap");
         Snapshot::new(model, config.clone(), tokenizer, TrainReport::default()).unwrap().save(&path).unwrap();
         let loaded = Snapshot::load(&path).unwrap();
-        let after = loaded.model(&device).unwrap().encode(&batch).states;
+        let after = loaded.model(&device).unwrap().encode(&batch).0;
         assert!((before - after).abs().max().into_scalar::<f32>() < 1e-6, "the same weights come back");
         loaded.check_dataset(&dataset).unwrap();
 

@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -251,8 +251,15 @@ pub fn train(
         let (mut loss_sum, mut share, mut seen) = (0.0, Vec::<Vec<f32>>::new(), 0);
         for (i, chunk) in order.chunks(config.batch_size).enumerate() {
             let lr = learning_rate(step, total_steps, config.warmup_steps, config.learning_rate);
-            let (next, StepOutcome { loss: loss_value, targets, loads, .. }) =
-                train_step(model, &mut optimizer, data, chunk, lr, config.balance_rate, &train_device);
+            let noise = config.seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let (next, StepOutcome { loss: loss_value, targets, loads, .. }) = train_step(
+                model,
+                &mut optimizer,
+                data,
+                chunk,
+                Hyper { lr, balance_rate: config.balance_rate, noise },
+                &train_device,
+            );
             model = next;
             if !loss_value.is_finite() {
                 return Err(Error::External(format!("the loss diverged at epoch {epoch}, step {}", i + 1)));
@@ -345,9 +352,9 @@ impl TrainingData<'_> {
 pub struct StepTimes {
     /// Building contexts and laying out the batch's tensors.
     pub batch: f64,
-    pub forward: f64,
-    pub backward: f64,
-    /// The optimizer and the MoE balancing update.
+    /// Forward and backward passes, the shards in parallel.
+    pub gradients: f64,
+    /// Merging the shards' gradients, the optimizer and the MoE balancing update.
     pub update: f64,
 }
 
@@ -361,15 +368,31 @@ pub struct StepOutcome {
     pub times: StepTimes,
 }
 
-/// One optimisation step on `windows` at learning rate `lr`: the step of [`train`], and what
-/// `onerec bench train` times. `device` is the autodiff device the model lives on.
+/// The settings of one step.
+#[derive(Clone, Copy, Debug)]
+pub struct Hyper {
+    pub lr: f64,
+    /// Step size of the MoE balancing bias.
+    pub balance_rate: f32,
+    /// Seed of the step's dropout masks.
+    pub noise: u64,
+}
+
+/// One optimisation step on `windows`: the step of [`train`], and what `onerec bench train`
+/// times. `device` is the autodiff device the model lives on.
+///
+/// **Both cores.** At `d_model` 64 most of burn's operations are too small to split across
+/// threads, so the batch is: it is cut into one shard per thread, each shard's loss and gradients
+/// are computed on its own thread (every shard holds the same weights), and the gradients are
+/// summed, each shard's loss weighted by its share of the targets, which is the gradient of the
+/// whole batch's mean. Dropout masks are seeded per shard, so a run is reproducible at a given
+/// thread count.
 pub fn train_step(
     model: OneRec,
     optimizer: &mut ModuleOptimizer,
     data: TrainingData,
     windows: &[&Window],
-    lr: f64,
-    balance_rate: f32,
+    hyper: Hyper,
     device: &Device,
 ) -> (OneRec, StepOutcome) {
     let mut clock = Instant::now();
@@ -378,17 +401,44 @@ pub fn train_step(
         clock = Instant::now();
         seconds
     };
-    let (batch, targets) = data.batch(windows, device);
+    let shards = rayon::current_num_threads().clamp(1, windows.len().max(1));
+    let batches: Vec<(Batch, usize)> = windows
+        .chunks(windows.len().div_ceil(shards).max(1))
+        .enumerate()
+        .map(|(shard, windows)| {
+            let (mut batch, targets) = data.batch(windows, device);
+            batch.noise_seed = Some(hyper.noise.wrapping_add(shard as u64));
+            (batch, targets)
+        })
+        .collect();
+    let targets: usize = batches.iter().map(|(_, n)| n).sum();
     let batch_seconds = lap();
-    let (loss, loads) = model.loss(&batch);
-    let loss_value = loss.clone().into_scalar::<f32>() as f64;
-    let forward = lap();
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
-    let backward = lap();
-    let model = optimizer.step(lr, model, grads).rebalance(&loads, balance_rate);
-    let update = lap();
-    let times = StepTimes { batch: batch_seconds, forward, backward, update };
-    (model, StepOutcome { loss: loss_value, targets, loads, times })
+    let shards: Vec<(f64, GradientsParams, Vec<ExpertLoad>)> = batches
+        .into_par_iter()
+        .map(|(batch, count)| {
+            // A fork has its own autodiff graph (two graphs over the same parameter nodes would
+            // be merged, and burn's graph locks deadlock when two threads merge at once); it
+            // keeps the parameter ids, so its gradients add up with the other shards'.
+            let replica = model.clone().fork(device);
+            let (loss, loads) = replica.loss(&batch);
+            let loss = loss * (count as f32 / targets.max(1) as f32);
+            let value = loss.clone().into_scalar::<f32>() as f64;
+            (value, GradientsParams::from_grads(loss.backward(), &replica), loads)
+        })
+        .collect();
+    let gradients = lap();
+    let mut sum = GradientsAccumulator::<OneRec>::new();
+    let mut loads: Vec<ExpertLoad> = Vec::new();
+    let mut loss = 0.0;
+    for (value, grads, shard_loads) in shards {
+        loss += value;
+        sum.accumulate(&model, grads);
+        accumulate(&mut loads, &shard_loads);
+    }
+    let loads: Vec<ExpertLoad> = loads.iter().map(|layer| normalised(layer)).collect();
+    let model = optimizer.step(hyper.lr, model, sum.grads()).rebalance(&loads, hyper.balance_rate);
+    let times = StepTimes { batch: batch_seconds, gradients, update: lap() };
+    (model, StepOutcome { loss, targets, loads, times })
 }
 
 /// Shares that sum to one.
@@ -514,7 +564,7 @@ mod learning_tests {
         // Same seed, same weights: both models encode a user identically.
         let context = build_context(&dataset.users[0], dataset.user_events(0), &tokenizer, &model_config.context);
         let batch = Batch::new(&[context], None, &tokenizer.semantic_ids, &model_config, &device);
-        let (a, b) = (resumed.encode(&batch).states, straight.encode(&batch).states);
+        let (a, b) = (resumed.encode(&batch).0, straight.encode(&batch).0);
         assert_eq!(a.into_data(), b.into_data());
 
         // Stopping rules may change on resume: asking for the 3 epochs already done just returns.

@@ -14,7 +14,7 @@ use onerec_core::eval;
 use onerec_core::generator::context::{Window, training_windows};
 use onerec_core::generator::model::{ModelConfig, Preset};
 use onerec_core::generator::recommend::{DecodeRequest, Recommender};
-use onerec_core::generator::train::{StepTimes, TrainConfig, TrainingData, train_step};
+use onerec_core::generator::train::{Hyper, StepTimes, TrainConfig, TrainingData, train_step};
 use onerec_core::tokenizer::{self, RqConfig, Tokenizer, TokenizerReport};
 use onerec_core::training::adamw;
 use rand::seq::SliceRandom;
@@ -398,11 +398,7 @@ impl fmt::Display for TrainBench {
             self.targets_per_second, self.median_step_seconds, self.median_targets_per_step
         )?;
         let t = &self.median_times;
-        write!(
-            f,
-            "median parts (s): batch {:.4}, forward {:.4}, backward {:.4}, update {:.4}",
-            t.batch, t.forward, t.backward, t.update
-        )
+        write!(f, "median parts (s): batch {:.4}, gradients {:.4}, update {:.4}", t.batch, t.gradients, t.update)
     }
 }
 
@@ -433,8 +429,9 @@ fn bench_train(args: TrainBenchArgs) -> anyhow::Result<()> {
     for step in 0..args.warmup + args.steps {
         let started = Instant::now();
         let windows = batches.next().expect("training_windows is not empty for a loaded data set");
-        let (next, outcome) =
-            train_step(model, &mut optimizer, data, windows, train_config.learning_rate, 0.0, &device);
+        let hyper =
+            Hyper { lr: train_config.learning_rate, balance_rate: train_config.balance_rate, noise: step as u64 };
+        let (next, outcome) = train_step(model, &mut optimizer, data, windows, hyper, &device);
         model = next;
         let seconds = started.elapsed().as_secs_f64();
         if step >= args.warmup {
@@ -463,8 +460,7 @@ fn bench_train(args: TrainBenchArgs) -> anyhow::Result<()> {
         median_targets_per_step: targets[targets.len() / 2],
         median_times: StepTimes {
             batch: median_of(|t| t.batch),
-            forward: median_of(|t| t.forward),
-            backward: median_of(|t| t.backward),
+            gradients: median_of(|t| t.gradients),
             update: median_of(|t| t.update),
         },
     };

@@ -43,6 +43,9 @@ pub struct TrainArgs {
     /// Beam width of the validation decoding.
     #[arg(long, default_value_t = TrainConfig::default().valid_beam)]
     pub beam: usize,
+    /// Dropout of the embeddings and residual branches (default: the preset's).
+    #[arg(long)]
+    pub dropout: Option<f64>,
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
     /// auto, cpu or gpu.
@@ -109,13 +112,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let (device, description) = device::select(args.device)?;
     eprintln!("device: {description}");
     let ids = &tokenizer.semantic_ids;
-    let model_config = ModelConfig::preset(
+    let mut model_config = ModelConfig::preset(
         args.preset,
         tokenizer.item_ids.len(),
         ids.level_sizes.clone(),
         tokenizer.config.levels,
         tokenizer.embeddings.dim,
     );
+    if let Some(dropout) = args.dropout {
+        anyhow::ensure!((0.0..1.0).contains(&dropout), "--dropout must be in [0, 1), not {dropout}");
+        model_config.dropout = dropout;
+    }
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,

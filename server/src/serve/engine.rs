@@ -57,7 +57,7 @@ impl Engine {
             id: item.id.clone(),
             title: item.title.clone(),
             tags: item.tags.clone(),
-            score: h.log_prob,
+            score: h.score,
             semantic_id: h.id.clone(),
             embedding: self.embedding(index),
         })

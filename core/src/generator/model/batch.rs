@@ -1,15 +1,22 @@
 //! A batch of user contexts, and the targets to predict from them, laid out as the tensors the
 //! model reads.
 //!
-//! Encoder slots are fixed: `[static | positive × positive_len | lifelong × lifelong_tokens |
-//! recent × short_len]`. The recent events are left-aligned, oldest first: the query that sees `v`
-//! recent events sees slots `0..v` of the segment, in a training window as at serving, where a
-//! user with `v` recent events is decoded. Absent tokens are padding.
+//! A context is one **segment** of the stream: `[static | positives | lifelong | recent events]`,
+//! holding only the tokens it has. Each token keeps the logical position of its part (static 0,
+//! positive `1 + i`, lifelong `1 + positive_len + j`, recent `1 + positive_len + lifelong + k`),
+//! whatever the physical slot, and the recent events count from the oldest: the query that sees
+//! `v` recent events sees positions `0..v` of the recent part, in a training window as at serving.
 //!
-//! Who sees what:
+//! Segments are **packed** into rows of at most `stream_len` slots, largest first, each into the
+//! first row it fits (as `../shared/peers/sasrec.py` packs its windows): on MovieLens-100K a
+//! third of a fixed layout would be padding. Attention never crosses a segment, so a packed row
+//! computes what separate rows would.
+//!
+//! Who sees what, inside a segment:
 //! - a prefix slot (static, positive, lifelong) attends to the prefix;
 //! - the slot of recent event `i` attends to the prefix and recent events `0..=i` (causal);
-//! - decoder query `q` attends to the prefix and the first `sees` recent events of its context.
+//! - query `q` reads the state of the last slot it sees: recent event `sees - 1`, or the static
+//!   token when it sees no recent event.
 //!
 //! So a window's context serves every target in it: the target after `v` recent events is a query
 //! that sees those `v` and nothing later.
@@ -28,34 +35,65 @@ pub struct Query<'a> {
     pub target: &'a [Code],
 }
 
-/// Tensors for one forward pass. Index 0 of every ID-like input means "none"; real ids are shifted by one.
+/// What the queries of a training batch should generate, query by query.
+#[derive(Clone, Debug)]
+pub struct Targets {
+    /// `[queries, id_len]`: the semantic IDs.
+    pub codes: Tensor<2, Int>,
+    /// `[queries]`: the items they name.
+    pub items: Tensor<1, Int>,
+}
+
+/// Tensors for one forward pass. Tokens are built compactly, then placed: `slots` picks, for every
+/// slot of the `[rows, len]` layout, a row of `[static tokens | event tokens | lifelong tokens |
+/// zeros]`. Index 0 of the feature, feedback and gap inputs means "none" (real values are shifted
+/// by one).
 #[derive(Clone, Debug)]
 pub struct Batch {
-    /// `[batch, features]` hashed static features, with `feature_weights` 1 where present.
+    /// `[contexts, features]` hashed static features, with `feature_weights` 1 where present.
     pub features: Tensor<2, Int>,
     pub feature_weights: Tensor<2>,
-    /// Slots of positive events at the start of the `history_*` tensors.
-    pub positive_len: usize,
-    /// `[batch, positive_len + short_len]`: the positive events, then the recent ones.
-    pub history_items: Tensor<2, Int>,
-    pub history_feedback: Tensor<2, Int>,
-    pub history_gaps: Tensor<2, Int>,
-    /// One `[batch, positive_len + short_len]` tensor per semantic level.
-    pub history_codes: Vec<Tensor<2, Int>>,
-    /// `[batch, lifelong_tokens, item_embedding_dim + 1]`: mean item embedding and ln(1 + size).
-    pub lifelong: Tensor<3>,
-    /// `[batch, lifelong_tokens]` first-level code of each group.
-    pub lifelong_codes: Tensor<2, Int>,
-    /// `[batch, encoder_len, encoder_len]`: true where slot `q` may not attend slot `k`.
-    pub encoder_mask: Tensor<3, Bool>,
-    /// `[batch, queries, encoder_len]`: true where decoder query `q` may not attend slot `k`.
-    pub query_mask: Tensor<3, Bool>,
-    /// `[batch, queries]`: the slot of the last event each query sees (the static token's when
-    /// it sees none), whose state starts the query's ID.
-    pub query_slots: Tensor<2, Int>,
-    /// For training: `[batch, queries, id_len]` IDs to predict, `[batch, queries]` weights (1 for
-    /// a real query, 0 for padding), and the number of real queries.
-    pub targets: Option<(Tensor<3, Int>, Tensor<2>, usize)>,
+    /// `[events]`: item index + 1, feedback bucket and gap bucket of every positive and recent event.
+    pub event_items: Tensor<1, Int>,
+    pub event_feedback: Tensor<1, Int>,
+    pub event_gaps: Tensor<1, Int>,
+    /// One `[events]` tensor of codes per semantic level.
+    pub event_codes: Vec<Tensor<1, Int>>,
+    /// `[groups, item_embedding_dim + 1]`: mean item embedding and ln(1 + size) of each lifelong group.
+    pub lifelong: Tensor<2>,
+    /// `[groups]` first-level code of each group.
+    pub lifelong_codes: Tensor<1, Int>,
+    /// `[rows · len]`: the token of each slot (see the struct's doc).
+    pub slots: Tensor<1, Int>,
+    /// `[rows, len]`: the logical position of each slot.
+    pub positions: Tensor<2, Int>,
+    /// `[rows, len, len]`: true where slot `q` may not attend slot `k`. Padding sees itself.
+    pub hidden: Tensor<3, Bool>,
+    /// Whether each of the `rows · len` slots holds a token, row-major.
+    pub real_slots: Vec<bool>,
+    /// `[queries]`: the slot (in `rows · len`) whose state each query reads, context by context.
+    pub queries: Tensor<1, Int>,
+    /// For training: what each query should generate.
+    pub targets: Option<Targets>,
+    /// Seed of this pass's dropout masks; `None` (the default) runs without dropout.
+    pub noise_seed: Option<u64>,
+}
+
+/// A token of a segment, by kind and index among the batch's tokens of that kind.
+#[derive(Clone, Copy)]
+enum Token {
+    Static(usize),
+    Event(usize),
+    Group(usize),
+}
+
+/// A context's slots before packing, in order.
+struct Segment {
+    /// `(logical position, token)` of each slot.
+    slots: Vec<(i64, Token)>,
+    /// Slots (within the segment) of the prefix and of each recent event.
+    prefix: usize,
+    recent: usize,
 }
 
 impl Batch {
@@ -77,7 +115,7 @@ impl Batch {
         Batch::layout(contexts, &queries, targets.is_some(), ids, config, device)
     }
 
-    /// Lays out training windows: `queries[row]` are the targets learnt from `contexts[row]`.
+    /// Lays out training windows: `queries[i]` are the targets learnt from `contexts[i]`.
     pub fn windows(
         contexts: &[UserContext],
         queries: &[Vec<Query>],
@@ -96,109 +134,152 @@ impl Batch {
         config: &ModelConfig,
         device: &Device,
     ) -> Batch {
-        let b = contexts.len();
         let c = &config.context;
         let (positive_len, short_len, lifelong_len) = (c.positive_len, c.short_len, c.lifelong_tokens);
-        let history_len = positive_len + short_len;
-        let slots = config.encoder_len();
-        // Slot offsets: static 0, positive 1.., lifelong, then recent.
-        let lifelong_at = 1 + positive_len;
-        let recent_at = lifelong_at + lifelong_len;
         let levels = config.semantic_levels;
-        let width = contexts.iter().map(|x| x.static_features.len()).max().unwrap_or(0).max(1);
-        let q_len = queries.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let mut features = vec![0i64; b * width];
-        let mut feature_weights = vec![0f32; b * width];
-        let mut items = vec![0i64; b * history_len];
-        let mut feedback = vec![0i64; b * history_len];
-        let mut gaps = vec![0i64; b * history_len];
-        let mut codes = vec![vec![0i64; b * history_len]; levels];
         let dim = config.item_embedding_dim;
-        let mut lifelong = vec![0f32; b * lifelong_len * (dim + 1)];
-        let mut lifelong_codes = vec![0i64; b * lifelong_len];
-        let mut encoder_mask = vec![true; b * slots * slots];
-        let mut query_mask = vec![true; b * q_len * slots];
-        let mut query_slots = vec![0i64; b * q_len];
-        let id_len = config.level_sizes.len();
-        let mut targets = vec![0i64; b * q_len * id_len];
-        let mut weights = vec![0f32; b * q_len];
-        let mut target_count = 0;
-        for (row, context) in contexts.iter().enumerate() {
+        let n = contexts.len();
+        let width = contexts.iter().map(|x| x.static_features.len()).max().unwrap_or(0).max(1);
+        let mut features = vec![0i64; n * width];
+        let mut feature_weights = vec![0f32; n * width];
+        let (mut items, mut feedback, mut gaps) = (Vec::new(), Vec::new(), Vec::new());
+        let mut codes = vec![Vec::new(); levels];
+        let (mut lifelong, mut lifelong_codes) = (Vec::new(), Vec::new());
+
+        // Tokens first: events and lifelong groups in context order; indices are fixed up below
+        // once the number of contexts (static tokens) and events is known.
+        let mut segments = Vec::with_capacity(n);
+        for (i, context) in contexts.iter().enumerate() {
             for (slot, &f) in context.static_features.iter().enumerate() {
-                features[row * width + slot] = f as i64 + 1;
-                feature_weights[row * width + slot] = 1.0;
+                features[i * width + slot] = f as i64 + 1;
+                feature_weights[i * width + slot] = 1.0;
             }
-            let recent = &context.recent[context.recent.len().saturating_sub(short_len)..];
-            let positive = context.positive.iter().take(positive_len).enumerate();
-            let history = positive.chain(recent.iter().enumerate().map(|(i, t)| (positive_len + i, t)));
-            for (slot, token) in history {
-                let at = row * history_len + slot;
-                items[at] = token.item as i64 + 1;
-                feedback[at] = token.feedback as i64;
-                gaps[at] = token.gap as i64;
+            let mut event = |token: &crate::generator::context::HistoryToken| {
+                items.push(token.item as i64 + 1);
+                feedback.push(token.feedback as i64);
+                gaps.push(token.gap as i64);
                 for (level, level_codes) in codes.iter_mut().enumerate() {
-                    level_codes[at] = ids.id_of(token.item)[level] as i64 + 1;
+                    level_codes.push(ids.id_of(token.item)[level] as i64);
                 }
-            }
-            for (slot, group) in context.lifelong.iter().take(lifelong_len).enumerate() {
-                let at = (row * lifelong_len + slot) * (dim + 1);
-                lifelong[at..at + dim].copy_from_slice(&group.mean_embedding);
-                lifelong[at + dim] = (1.0 + group.count as f32).ln();
-                lifelong_codes[row * lifelong_len + slot] = group.code as i64 + 1;
-            }
-            // The real prefix slots, and the slot of each recent event.
-            let prefix: Vec<usize> = std::iter::once(0)
-                .chain((0..context.positive.len().min(positive_len)).map(|i| 1 + i))
-                .chain((0..context.lifelong.len().min(lifelong_len)).map(|i| lifelong_at + i))
-                .collect();
-            let recent_slot = |i: usize| recent_at + i;
-            let visible = |mask: &mut [bool], sees: usize| {
-                prefix.iter().for_each(|&k| mask[k] = false);
-                (0..sees.min(recent.len())).for_each(|i| mask[recent_slot(i)] = false);
+                Token::Event(items.len() - 1)
             };
-            let encoder = &mut encoder_mask[row * slots * slots..][..slots * slots];
-            for &q in &prefix {
-                visible(&mut encoder[q * slots..][..slots], 0);
+            let positives: Vec<Token> = context.positive.iter().take(positive_len).map(&mut event).collect();
+            let recent = &context.recent[context.recent.len().saturating_sub(short_len)..];
+            let recent: Vec<Token> = recent.iter().map(&mut event).collect();
+            let groups: Vec<Token> = context
+                .lifelong
+                .iter()
+                .take(lifelong_len)
+                .map(|group| {
+                    lifelong.extend_from_slice(&group.mean_embedding);
+                    lifelong.push((1.0 + group.count as f32).ln());
+                    lifelong_codes.push(group.code as i64);
+                    Token::Group(lifelong_codes.len() - 1)
+                })
+                .collect();
+            let lifelong_at = 1 + positive_len;
+            let recent_at = lifelong_at + lifelong_len;
+            let mut slots = vec![(0, Token::Static(i))];
+            slots.extend(positives.into_iter().enumerate().map(|(k, t)| (1 + k as i64, t)));
+            slots.extend(groups.into_iter().enumerate().map(|(k, t)| ((lifelong_at + k) as i64, t)));
+            let prefix = slots.len();
+            slots.extend(recent.iter().enumerate().map(|(k, &t)| ((recent_at + k) as i64, t)));
+            segments.push(Segment { slots, prefix, recent: recent.len() });
+        }
+        let (events, groups) = (items.len(), lifelong_codes.len());
+        // The row of `[static | events | lifelong | zeros]` a token is.
+        let zero = (n + events + groups) as i64;
+        let token = |t: Token| match t {
+            Token::Static(i) => i as i64,
+            Token::Event(e) => (n + e) as i64,
+            Token::Group(g) => (n + events + g) as i64,
+        };
+
+        // Pack segments into rows, largest first, each into the first row with room.
+        let capacity = config.stream_len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(segments[i].slots.len()));
+        let mut rows: Vec<usize> = Vec::new(); // used slots per row
+        let mut placed = vec![(0usize, 0usize); n]; // (row, offset) of each segment
+        for &i in &order {
+            let len = segments[i].slots.len();
+            let row = rows.iter().position(|&used| used + len <= capacity).unwrap_or_else(|| {
+                rows.push(0);
+                rows.len() - 1
+            });
+            placed[i] = (row, rows[row]);
+            rows[row] += len;
+        }
+        let len = rows.iter().copied().max().unwrap_or(1).max(1);
+        let b = rows.len().max(1);
+        let mut slot_tokens = vec![zero; b * len];
+        let mut positions = vec![0i64; b * len];
+        let mut hidden = vec![true; b * len * len];
+        let mut real_slots = vec![false; b * len];
+        let mut query_slots = Vec::new();
+        let id_len = config.level_sizes.len();
+        let mut targets = Vec::new();
+        let mut target_items = Vec::new();
+        for (i, segment) in segments.iter().enumerate() {
+            let (row, offset) = placed[i];
+            let at = |k: usize| row * len + offset + k;
+            for (k, &(position, t)) in segment.slots.iter().enumerate() {
+                slot_tokens[at(k)] = token(t);
+                positions[at(k)] = position;
+                real_slots[at(k)] = true;
             }
-            for i in 0..recent.len() {
-                visible(&mut encoder[recent_slot(i) * slots..][..slots], i + 1);
+            // Slot `q` of the segment sees its prefix and its first `sees` recent events.
+            let visible = |hidden: &mut [bool], q: usize, sees: usize| {
+                for k in 0..segment.prefix + sees {
+                    hidden[at(q) * len + offset + k] = false;
+                }
+            };
+            for q in 0..segment.prefix {
+                visible(&mut hidden, q, 0);
             }
-            for (q, query) in queries[row].iter().enumerate() {
-                let sees = query.sees.min(recent.len());
-                visible(&mut query_mask[(row * q_len + q) * slots..][..slots], sees);
-                query_slots[row * q_len + q] = if sees == 0 { 0 } else { recent_slot(sees - 1) as i64 };
+            for r in 0..segment.recent {
+                visible(&mut hidden, segment.prefix + r, r + 1);
+            }
+            for query in &queries[i] {
+                let sees = query.sees.min(segment.recent);
+                let slot = if sees == 0 { 0 } else { segment.prefix + sees - 1 };
+                query_slots.push(at(slot) as i64);
                 if with_targets {
-                    let at = (row * q_len + q) * id_len;
-                    targets[at..at + id_len].iter_mut().zip(query.target).for_each(|(t, &c)| *t = c as i64);
-                    weights[row * q_len + q] = 1.0;
-                    target_count += 1;
+                    assert_eq!(query.target.len(), id_len, "a target is a whole semantic ID");
+                    targets.extend(query.target.iter().map(|&c| c as i64));
+                    let item = ids.item_of(query.target).expect("a target is a catalogue item's ID");
+                    target_items.push(item as i64);
                 }
             }
         }
-        let int2 = |v: Vec<i64>, cols: usize| Tensor::<2, Int>::from_data(TensorData::new(v, [b, cols]), device);
-        let bool3 =
-            |v: Vec<bool>, rows: usize| Tensor::<3, Bool>::from_data(TensorData::new(v, [b, rows, slots]), device);
-        let targets = with_targets.then(|| {
-            (
-                Tensor::<3, Int>::from_data(TensorData::new(targets, [b, q_len, id_len]), device),
-                Tensor::<2>::from_data(TensorData::new(weights, [b, q_len]), device),
-                target_count,
-            )
-        });
+        // A padding slot sees itself, so that no attention row is empty.
+        for s in (0..b * len).filter(|&s| !real_slots[s]) {
+            hidden[s * len + s % len] = false;
+        }
+        let int1 = |v: Vec<i64>| {
+            let len = v.len();
+            Tensor::<1, Int>::from_data(TensorData::new(v, [len]), device)
+        };
+        let q = query_slots.len();
         Batch {
-            features: int2(features, width),
-            feature_weights: Tensor::from_data(TensorData::new(feature_weights, [b, width]), device),
-            positive_len,
-            history_items: int2(items, history_len),
-            history_feedback: int2(feedback, history_len),
-            history_gaps: int2(gaps, history_len),
-            history_codes: codes.into_iter().map(|v| int2(v, history_len)).collect(),
-            lifelong: Tensor::from_data(TensorData::new(lifelong, [b, lifelong_len, dim + 1]), device),
-            lifelong_codes: int2(lifelong_codes, lifelong_len),
-            encoder_mask: bool3(encoder_mask, slots),
-            query_mask: bool3(query_mask, q_len),
-            query_slots: int2(query_slots, q_len),
-            targets,
+            features: Tensor::from_data(TensorData::new(features, [n, width]), device),
+            feature_weights: Tensor::from_data(TensorData::new(feature_weights, [n, width]), device),
+            event_items: int1(items),
+            event_feedback: int1(feedback),
+            event_gaps: int1(gaps),
+            event_codes: codes.into_iter().map(int1).collect(),
+            lifelong: Tensor::from_data(TensorData::new(lifelong, [groups, dim + 1]), device),
+            lifelong_codes: int1(lifelong_codes),
+            slots: int1(slot_tokens),
+            positions: Tensor::from_data(TensorData::new(positions, [b, len]), device),
+            hidden: Tensor::from_data(TensorData::new(hidden, [b, len, len]), device),
+            real_slots,
+            queries: int1(query_slots),
+            targets: with_targets.then(|| Targets {
+                codes: Tensor::from_data(TensorData::new(targets, [q, id_len]), device),
+                items: int1(target_items),
+            }),
+            noise_seed: None,
         }
     }
 }

@@ -50,13 +50,14 @@ impl MoeFfn {
         }
     }
 
-    /// `x`: `[batch, seq, d_model]`. Returns the gated mixture of the chosen experts, and each
-    /// expert's share of the token slots.
+    /// `x`: `[batch, seq, d_model]`; `real`: which of the `batch · seq` rows hold a token (padding
+    /// rows get zeros and count for no expert). Returns the gated mixture of the chosen experts,
+    /// and each expert's share of the real token slots.
     ///
     /// Sparse dispatch: each expert runs on the rows routed to it only (gathered, then added back
     /// in place), so a step costs `top_k` experts per token rather than all E. That needs the
     /// routing on the host, one small read per layer, which on the CPU backends is a copy.
-    pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, ExpertLoad) {
+    pub fn forward(&self, x: Tensor<3>, real: &[bool]) -> (Tensor<3>, ExpertLoad) {
         let n = self.experts.len();
         if n == 1 {
             return (self.experts[0].forward(x), vec![1.0]);
@@ -73,7 +74,7 @@ impl MoeFfn {
         let mut out = Tensor::<2>::zeros([b * t, d], &device);
         let mut load = vec![0f32; n];
         for (e, expert) in self.experts.iter().enumerate() {
-            let routed: Vec<i64> = (0..b * t).filter(|&r| chosen[r * n + e]).map(|r| r as i64).collect();
+            let routed: Vec<i64> = (0..b * t).filter(|&r| real[r] && chosen[r * n + e]).map(|r| r as i64).collect();
             load[e] = routed.len() as f32;
             if routed.is_empty() {
                 continue;
@@ -122,7 +123,7 @@ mod tests {
         device.seed(3);
         let moe = MoeFfn::new(8, 16, 4, 2, &device);
         let x = Tensor::<3>::random([3, 5, 8], Distribution::Normal(0.0, 1.0), &device);
-        let (y, load) = moe.forward(x.clone());
+        let (y, load) = moe.forward(x.clone(), &[true; 15]);
         assert_eq!(y.dims(), [3, 5, 8]);
         assert_eq!(load.len(), 4);
         assert!((load.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{load:?}");
@@ -155,8 +156,16 @@ mod tests {
             ..moe
         };
         let x = Tensor::<3>::random([2, 6, 8], Distribution::Normal(0.0, 1.0), &device);
-        let (_, load) = favoured.forward(x);
+        let (_, load) = favoured.forward(x.clone(), &[true; 12]);
         assert_eq!(load, vec![0.0, 0.0, 1.0, 0.0]);
+        // Padding rows go to no expert and come out as zeros.
+        let real: Vec<bool> = (0..12).map(|r| r % 3 != 0).collect();
+        let (y, load) = favoured.forward(x, &real);
+        assert_eq!(load, vec![0.0, 0.0, 1.0, 0.0]);
+        let rows: Vec<f32> = y.reshape([12, 8]).abs().sum_dim(1).into_data().iter::<f32>().collect();
+        for (r, total) in rows.iter().enumerate() {
+            assert_eq!(*total == 0.0, !real[r], "row {r}");
+        }
     }
 
     #[test]
@@ -165,7 +174,7 @@ mod tests {
         let device = Device::flex();
         let moe = MoeFfn::new(8, 16, 1, 1, &device);
         let x = Tensor::<3>::random([2, 3, 8], Distribution::Normal(0.0, 1.0), &device);
-        let (y, load) = moe.forward(x.clone());
+        let (y, load) = moe.forward(x.clone(), &[true; 6]);
         assert_eq!(load, vec![1.0]);
         assert!((y - moe.experts[0].forward(x)).abs().max().into_scalar::<f32>() < 1e-6);
     }

@@ -3,6 +3,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::*;
 use crate::generator::context::build_context;
 use crate::test_fixtures::tiny_setup;
+use crate::tokenizer::Code;
 
 fn setup() -> (crate::data::Dataset, crate::tokenizer::Tokenizer, ModelConfig, Device) {
     let (dataset, tokenizer, config) = tiny_setup(24, 6, 30, 4);
@@ -11,36 +12,32 @@ fn setup() -> (crate::data::Dataset, crate::tokenizer::Tokenizer, ModelConfig, D
     (dataset, tokenizer, config, device)
 }
 
-fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
+fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     (a - b).abs().max().into_scalar::<f32>()
 }
 
+/// Packing puts several contexts in one row; none may see another's tokens.
 #[test]
-fn encoder_has_one_state_per_slot_and_ignores_padding() {
+fn packed_contexts_are_encoded_as_if_alone() {
     let _rng = crate::test_fixtures::device_rng();
     let (dataset, tokenizer, config, device) = setup();
     let model = config.init(&device);
-    // A short history leaves most slots as padding.
-    let context = build_context(&dataset.users[0], &dataset.user_events(0)[..3], &tokenizer, &config.context);
-    let batch = Batch::new(&[context], None, &tokenizer.semantic_ids, &config, &device);
-    let memory = model.encode(&batch);
-    let slots = config.encoder_len();
-    assert_eq!(memory.states.dims(), [1, slots, config.d_model]);
-    let hidden: Vec<bool> = memory.hidden.clone().into_data().iter::<bool>().collect();
-    assert_eq!(hidden.len(), slots);
-    let seen: Vec<usize> = (0..slots).filter(|&k| !hidden[k]).collect();
-    let recent = slots - config.context.short_len;
-    assert_eq!(seen, [0, recent, recent + 1, recent + 2], "the static token and 3 recent events");
-
-    // Whatever sits in a padding slot does not reach the real tokens.
-    let mut altered = batch.clone();
-    let mut items: Vec<i64> = altered.history_items.clone().into_data().iter::<i64>().collect();
-    items[config.context.positive_len + 5] = 17;
-    altered.history_items = Tensor::<2, Int>::from_data(TensorData::new(items, altered.history_items.dims()), &device);
-    let again = model.encode(&altered);
-    for &k in &seen {
-        let real = |m: &Memory| m.states.clone().narrow(1, k, 1);
-        assert!(max_abs_diff(real(&memory), real(&again)) < 1e-5, "slot {k}");
+    let ids = &tokenizer.semantic_ids;
+    let contexts: Vec<_> = [(0u32, 3), (1, 25), (2, 2), (3, 0)]
+        .iter()
+        .map(|&(u, len)| {
+            build_context(&dataset.users[u as usize], &dataset.user_events(u)[..len], &tokenizer, &config.context)
+        })
+        .collect();
+    let batch = Batch::new(&contexts, None, ids, &config, &device);
+    assert!(batch.hidden.dims()[0] < contexts.len(), "the short contexts share a row");
+    let real = batch.real_slots.iter().filter(|&&r| r).count();
+    let tokens: usize = contexts.iter().map(|c| 1 + c.positive.len() + c.lifelong.len() + c.recent.len()).sum();
+    assert_eq!(real, tokens, "one slot per token");
+    let (together, _) = model.encode(&batch);
+    for (i, context) in contexts.iter().enumerate() {
+        let (alone, _) = model.encode(&Batch::new(std::slice::from_ref(context), None, ids, &config, &device));
+        assert!(max_abs_diff(together.clone().narrow(0, i, 1), alone) < 1e-5, "context {i}");
     }
 }
 
@@ -65,32 +62,34 @@ fn no_query_or_event_state_sees_its_future() {
     changed[last].item = (changed[last].item + 5) % config.items as u32;
     changed[last].feedback = crate::data::Feedback::Skip;
     let (a, b) = (window(history), window(&changed));
-    let (ma, mb) = (model.encode(&a), model.encode(&b));
-    // Every real slot but the last recent event's is the same (padding slots are seen by none).
-    let slots = config.encoder_len();
-    let hidden: Vec<bool> = ma.hidden.clone().narrow(1, n, 1).into_data().iter::<bool>().collect();
-    let slot = |m: &Memory, k| m.states.clone().narrow(1, k, 1);
-    for k in (0..slots - 1).filter(|&k| !hidden[k]) {
-        assert!(max_abs_diff(slot(&ma, k), slot(&mb, k)) < 1e-5, "slot {k} saw the last event");
+    let ((sa, _), (sb, _)) = (model.stream(&a), model.stream(&b));
+    // One segment in one row, the last recent event last: every other slot is the same.
+    let slots = sa.dims()[1];
+    assert_eq!(a.real_slots, vec![true; slots]);
+    let slot = |m: &Tensor<3>, k| m.clone().narrow(1, k, 1);
+    for k in 0..slots - 1 {
+        assert!(max_abs_diff(slot(&sa, k), slot(&sb, k)) < 1e-5, "slot {k} saw the last event");
     }
-    assert!(max_abs_diff(slot(&ma, slots - 1), slot(&mb, slots - 1)) > 1e-4);
-    let (targets, _, _) = a.targets.clone().unwrap();
-    let codes = targets.narrow(2, 0, config.level_sizes.len() - 1);
-    let (sa, _) = model.decode(codes.clone(), &ma);
-    let (sb, _) = model.decode(codes, &mb);
-    let query = |s: &Tensor<4>, q: usize| s.clone().narrow(1, q, 1).reshape([-1]);
+    assert!(max_abs_diff(slot(&sa, slots - 1), slot(&sb, slots - 1)) > 1e-4);
+    // And so is every query's loss term but the one that sees the whole window.
+    let ((qa, _), (qb, _)) = (model.encode(&a), model.encode(&b));
+    let query = |s: &Tensor<2>, q: usize| s.clone().narrow(0, q, 1);
     for q in 0..n {
-        let diff = (query(&sa, q) - query(&sb, q)).abs().max().into_scalar::<f32>();
-        assert!(diff < 1e-5, "query {q}, which sees {q} recent events, saw the last one");
+        assert!(
+            max_abs_diff(query(&qa, q), query(&qb, q)) < 1e-5,
+            "query {q}, which sees {q} recent events, saw the last one"
+        );
     }
-    let diff = (query(&sa, n) - query(&sb, n)).abs().max().into_scalar::<f32>();
-    assert!(diff > 1e-4, "the query that sees the whole window sees its last event");
+    assert!(
+        max_abs_diff(query(&qa, n), query(&qb, n)) > 1e-4,
+        "the query that sees the whole window sees its last event"
+    );
 }
 
 #[test]
 fn a_window_query_is_the_prefix_context_alone() {
     let _rng = crate::test_fixtures::device_rng();
-    // Query `sees = v` of a window decodes exactly as a context built from the first v recent
+    // Query `sees = v` of a window predicts exactly as a context built from the first v recent
     // events would, when nothing older is in the window's prefix.
     let (dataset, tokenizer, config, device) = setup();
     let model = config.init(&device);
@@ -110,23 +109,35 @@ fn a_window_query_is_the_prefix_context_alone() {
     assert!((w - a).abs() < 1e-4, "window {w}, separate contexts {a}");
 }
 
+/// The teacher-forced log π(ID) that training and alignment differentiate is the sum of the
+/// step-by-step log-probabilities beam search reads, code by code.
 #[test]
-fn decoder_self_attention_is_causal() {
+fn teacher_forced_id_log_probs_are_the_sum_of_stepwise_ones() {
     let _rng = crate::test_fixtures::device_rng();
     let (dataset, tokenizer, config, device) = setup();
     let model = config.init(&device);
-    let context = build_context(&dataset.users[1], dataset.user_events(1), &tokenizer, &config.context);
-    let memory = model.encode(&Batch::new(&[context], None, &tokenizer.semantic_ids, &config, &device));
-    let codes = |second: i64| Tensor::<3, Int>::from_data(TensorData::new(vec![1i64, second], [1, 1, 2]), &device);
-    let (a, _) = model.decode(codes(0), &memory);
-    let (b, _) = model.decode(codes(3), &memory);
-    assert_eq!(a.dims(), [1, 1, 3, config.d_model]);
-    // Positions 0 (BOS) and 1 cannot see the second code; position 2 can.
-    let diff = |a: &Tensor<4>, b: &Tensor<4>, from, len| {
-        (a.clone().narrow(2, from, len) - b.clone().narrow(2, from, len)).abs().max().into_scalar::<f32>()
-    };
-    assert!(diff(&a, &b, 0, 2) < 1e-5);
-    assert!(diff(&a, &b, 2, 1) > 1e-4);
+    let ids = &tokenizer.semantic_ids;
+    let contexts: Vec<_> = (0..3u32)
+        .map(|u| build_context(&dataset.users[u as usize], &dataset.user_events(u)[..7], &tokenizer, &config.context))
+        .collect();
+    let (states, _) = model.encode(&Batch::new(&contexts, None, ids, &config, &device));
+    let chosen: Vec<Vec<Code>> = (0..3u32).map(|u| ids.id_of(dataset.user_events(u)[9].item).to_vec()).collect();
+    let flat: Vec<i64> = chosen.iter().flatten().map(|&c| c as i64).collect();
+    let levels = ids.id_len();
+    let codes = Tensor::<2, Int>::from_data(TensorData::new(flat, [3, levels]), &device);
+    let forced: Vec<f32> = model.head().sequence_log_probs(states.clone(), codes).into_data().try_to_vec().unwrap();
+    for (row, id) in chosen.iter().enumerate() {
+        let state = states.clone().narrow(0, row, 1);
+        let stepwise: f32 = (0..levels)
+            .map(|l| {
+                let lp: Vec<f32> =
+                    model.head().next_log_probs(state.clone(), &[id[..l].to_vec()]).into_data().try_to_vec().unwrap();
+                assert!((lp.iter().map(|x| x.exp()).sum::<f32>() - 1.0).abs() < 1e-4, "a distribution");
+                lp[id[l] as usize]
+            })
+            .sum();
+        assert!((forced[row] - stepwise).abs() < 1e-4, "row {row}: {} vs {stepwise}", forced[row]);
+    }
 }
 
 #[test]
@@ -142,11 +153,13 @@ fn loss_is_finite_and_expert_loads_are_shares() {
     let batch = Batch::new(&contexts, Some(&targets), &tokenizer.semantic_ids, &config, &device);
     let (loss, loads) = model.loss(&batch);
     let loss = loss.into_scalar::<f32>();
-    // An untrained model is near the uniform guess: mean of ln(vocabulary) over the positions.
-    let uniform: f32 =
-        config.level_sizes.iter().map(|&v| (v as f32).ln()).sum::<f32>() / config.level_sizes.len() as f32;
-    assert!(loss.is_finite() && (loss - uniform).abs() < 1.0, "loss {loss}, uniform {uniform}");
-    assert_eq!(loads.len(), config.decoder_layers);
+    // An untrained model is near the uniform guess: the mean of ln(vocabulary) over the ID
+    // positions, plus ln(items) for the item score.
+    let uniform: f32 = config.level_sizes.iter().map(|&v| (v as f32).ln()).sum::<f32>()
+        / config.level_sizes.len() as f32
+        + (config.items as f32).ln();
+    assert!(loss.is_finite() && (loss - uniform).abs() < 1.5, "loss {loss}, uniform {uniform}");
+    assert_eq!(loads.len(), config.layers);
     for load in loads {
         assert_eq!(load.len(), config.experts);
         assert!((load.iter().sum::<f32>() - 1.0).abs() < 1e-5);
