@@ -158,7 +158,7 @@ struct Checkpoint {
     report: AlignReport,
 }
 
-const CHECKPOINT: Format = Format { magic: b"ONRECALC", version: 2, kind: "alignment checkpoint" };
+const CHECKPOINT: Format = Format { magic: b"ONRECALC", version: 3, kind: "alignment checkpoint" };
 
 /// The model, its catalogue and the data it is aligned on.
 pub struct Policy<'a> {

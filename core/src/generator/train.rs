@@ -52,13 +52,13 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            epochs: 20,
+            epochs: 200,
             batch_size: 32,
             learning_rate: 2e-3,
             warmup_steps: 100,
             weight_decay: 0.01,
             grad_clip: 1.0,
-            patience: 3,
+            patience: 20,
             valid_beam: 50,
             balance_rate: 1e-3,
             seed: 42,
@@ -190,7 +190,7 @@ struct Checkpoint {
     step: usize,
 }
 
-const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 2, kind: "training checkpoint" };
+const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 3, kind: "training checkpoint" };
 
 /// Trains a model from scratch, or from the checkpoint when resuming; returns the weights of the
 /// epoch with the best validation NDCG@10. `on_progress` may stop the run after an epoch (the

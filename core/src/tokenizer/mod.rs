@@ -36,6 +36,21 @@ pub struct RqConfig {
     pub seed: u64,
 }
 
+impl RqConfig {
+    /// Codes per level for a catalogue of `items`: the smallest power of two whose first
+    /// `levels - 1` levels can name every item (K^(L-1) ≥ items), kept within 16..=256. Fewer codes
+    /// mean more items per code, so a code's embedding learns from more events; the last level is
+    /// left to separate the few items that still share a prefix. On MovieLens-100K (1,682 items) this
+    /// gives 64, which ranked better than 256 and made training steps faster.
+    pub fn codes_for(items: usize, levels: usize) -> usize {
+        let mut codes = 16;
+        while codes < 256 && (codes as f64).powi(levels.saturating_sub(1).max(1) as i32) < items as f64 {
+            codes *= 2;
+        }
+        codes
+    }
+}
+
 impl Default for RqConfig {
     fn default() -> Self {
         RqConfig { levels: 3, codes: 256, max_iters: 20, seed: 42 }
@@ -244,6 +259,17 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
+
+    #[test]
+    fn codes_per_level_grow_with_the_catalogue_within_bounds() {
+        assert_eq!(RqConfig::codes_for(100, 3), 16);
+        assert_eq!(RqConfig::codes_for(1682, 3), 64); // 32² = 1024 < 1682 ≤ 64²
+        assert_eq!(RqConfig::codes_for(4096, 3), 64);
+        assert_eq!(RqConfig::codes_for(4097, 3), 128);
+        assert_eq!(RqConfig::codes_for(10_000_000, 3), 256);
+        assert_eq!(RqConfig::codes_for(1682, 2), 256); // one naming level would need 1,682 codes
+        assert_eq!(RqConfig::codes_for(1682, 4), 16);
+    }
 
     fn gaussian(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

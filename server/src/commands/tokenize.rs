@@ -21,9 +21,9 @@ pub struct TokenizeArgs {
     /// Levels of the residual quantiser (codes per semantic ID).
     #[arg(long, default_value_t = 3)]
     pub levels: usize,
-    /// Codes per level.
-    #[arg(long, default_value_t = 256)]
-    pub codes: usize,
+    /// Codes per level (default: sized to the catalogue, see `RqConfig::codes_for`).
+    #[arg(long)]
+    pub codes: Option<usize>,
     /// Item embedding dimension.
     #[arg(long, default_value_t = 64)]
     pub dim: usize,
@@ -73,7 +73,8 @@ pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
     };
     let embeddings = embed::item_embeddings(&dataset, &embed_config)?;
     let embedding_seconds = started.elapsed().as_secs_f64();
-    let config = RqConfig { levels: args.levels, codes: args.codes, max_iters: args.iters, seed: args.seed };
+    let codes = args.codes.unwrap_or_else(|| RqConfig::codes_for(dataset.items.len(), args.levels));
+    let config = RqConfig { levels: args.levels, codes, max_iters: args.iters, seed: args.seed };
     let (codebooks, semantic_ids, report) = tokenizer::fit(&embeddings.data, embeddings.dim, &config)?;
     let tokenizer = Tokenizer {
         dataset: dataset.name.clone(),

@@ -110,7 +110,7 @@ impl ModelConfig {
     ) -> Self {
         let (d_model, heads, layers, d_ff, experts, top_k, short_len, positive_len, lifelong, dropout) = match preset {
             Preset::Tiny => (32, 2, 2, 64, 2, 1, 8, 8, 4, 0.0),
-            Preset::Small => (64, 2, 2, 128, 4, 1, 50, 20, 16, 0.3),
+            Preset::Small => (64, 2, 2, 128, 4, 1, 50, 20, 16, 0.5),
             Preset::Base => (512, 8, 4, 1024, 8, 2, 200, 256, 32, 0.1),
         };
         ModelConfig {
