@@ -3,6 +3,7 @@
 
 pub mod kmeans;
 mod semantic_ids;
+pub mod synthetic;
 pub mod trie;
 
 use std::fmt;

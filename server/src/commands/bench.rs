@@ -15,12 +15,12 @@ use onerec_core::generator::context::{Window, training_windows};
 use onerec_core::generator::model::{ModelConfig, Preset};
 use onerec_core::generator::recommend::{DecodeRequest, Recommender};
 use onerec_core::generator::train::{Hyper, StepTimes, TrainConfig, TrainingData, train_step};
+use onerec_core::tokenizer::synthetic::{synthetic_catalogue, topic_mixture};
 use onerec_core::tokenizer::{self, RqConfig, Tokenizer, TokenizerReport};
 use onerec_core::training::adamw;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
 use super::{DataArgs, print_report};
@@ -214,7 +214,7 @@ fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut parameters = Vec::new();
     for &items in &args.items {
-        let tokenizer = synthetic_tokenizer(items, args.seed)?;
+        let tokenizer = synthetic_catalogue(items, args.seed)?;
         let ids = &tokenizer.semantic_ids;
         let config = ModelConfig::preset(args.preset, items, ids.level_sizes.clone(), 3, tokenizer.embeddings.dim);
         parameters.push((items, config.parameter_count()));
@@ -267,22 +267,6 @@ fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
 }
 
 /// A tokenizer over `items` synthetic items (a 1000-topic mixture of 64-dim embeddings, 3 × 256 codes).
-fn synthetic_tokenizer(items: usize, seed: u64) -> anyhow::Result<Tokenizer> {
-    let dim = 64;
-    let data = topic_mixture(items, dim, 1000, 1.0, seed);
-    let config = RqConfig { levels: 3, codes: 256, max_iters: 10, seed };
-    let (codebooks, semantic_ids, report) = tokenizer::fit(&data, dim, &config)?;
-    Ok(Tokenizer {
-        dataset: "bench".into(),
-        item_ids: (0..items).map(|i| i.to_string()).collect(),
-        embeddings: ItemEmbeddings { dim, data },
-        config,
-        codebooks,
-        semantic_ids,
-        report,
-    })
-}
-
 /// Seconds each call of `f` took, one per input.
 fn time_each<T>(inputs: &[T], mut f: impl FnMut(&T)) -> Vec<f64> {
     inputs
@@ -325,23 +309,6 @@ fn brute_force_top_k(embeddings: &ItemEmbeddings, user: &[f32], none_excluded: &
         .map(|row| row.iter().zip(user).map(|(a, b)| a * b).sum())
         .collect();
     eval::top_k(&scores, none_excluded, k)
-}
-
-/// Unit vectors scattered around `topics` random centres, like embeddings of items on topics.
-fn topic_mixture(items: usize, dim: usize, topics: usize, noise: f32, seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut normal = || -> f32 { StandardNormal.sample(&mut rng) };
-    let centres: Vec<f32> = (0..topics * dim).map(|_| normal()).collect();
-    let mut data = Vec::with_capacity(items * dim);
-    for i in 0..items {
-        let centre = &centres[(i % topics) * dim..][..dim];
-        let start = data.len();
-        data.extend(centre.iter().map(|&c| c + noise * normal()));
-        let row = &mut data[start..];
-        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-        row.iter_mut().for_each(|x| *x /= norm);
-    }
-    data
 }
 
 #[derive(Args, Debug)]
