@@ -255,31 +255,33 @@ fn draw(
     let device = policy.device;
     let ids = &policy.tokenizer.semantic_ids;
     let history = |u: UserIdx| policy.dataset.split(u).train;
-    let mut drawn = Vec::with_capacity(users.len() * config.group);
-    match config.source {
+    let recommender = Recommender { model, config: policy.config, tokenizer: policy.tokenizer, device };
+    let states = recommender.states(contexts);
+    let (rows, chosen): (Vec<usize>, Vec<Vec<Code>>) = match config.source {
         Source::Sample { constrained } => {
-            let recommender = Recommender { model, config: policy.config, tokenizer: policy.tokenizer, device };
-            let states = recommender.states(contexts);
             let rows: Vec<usize> = (0..users.len()).flat_map(|u| std::iter::repeat_n(u, config.group)).collect();
-            let states = policy::repeat_rows(&states, &rows, device);
             let trie = constrained.then(|| ids.trie());
-            let levels = ids.id_len();
-            let (codes, old) = policy::sample(model, &states, levels, config.temperature, trie, rng);
-            for ((user, id), old_log_prob) in rows.into_iter().zip(codes).zip(old) {
-                drawn.push(Drawn { user, id, old_log_prob, reward: None });
-            }
+            let repeated = policy::repeat_rows(&states, &rows, device);
+            (rows, policy::sample(model, &repeated, ids.id_len(), config.temperature, trie, rng))
         }
-        Source::Beam => {
-            let recommender = Recommender { model, config: policy.config, tokenizer: policy.tokenizer, device };
-            for (user, &u) in users.iter().enumerate() {
+        Source::Beam => users
+            .iter()
+            .enumerate()
+            .flat_map(|(user, &u)| {
                 let beam = recommender.recommend(&policy.dataset.users[u as usize], history(u), config.group, true);
-                for h in beam {
-                    drawn.push(Drawn { user, id: h.id, old_log_prob: h.log_prob, reward: None });
-                }
-            }
-        }
-    }
-    let items: Vec<Option<ItemIdx>> = drawn.iter().map(|d| ids.item_of(&d.id)).collect();
+                beam.into_iter().map(move |h| (user, h.id))
+            })
+            .unzip(),
+    };
+    let items: Vec<Option<ItemIdx>> = chosen.iter().map(|id| ids.item_of(id)).collect();
+    // The old log-probability is the whole policy's, item term included (see `policy`).
+    let old = policy::log_probs(model, policy::repeat_rows(&states, &rows, device), &chosen, &items, device);
+    let mut drawn: Vec<Drawn> = rows
+        .into_iter()
+        .zip(chosen)
+        .zip(old.into_data().iter::<f32>())
+        .map(|((user, id), old_log_prob)| Drawn { user, id, old_log_prob, reward: None })
+        .collect();
     let pairs: Vec<(&[Event], ItemIdx)> =
         drawn.iter().zip(&items).filter_map(|(d, i)| i.map(|i| (history(users[d.user]), i))).collect();
     let mut scores = reward.p_scores(&pairs).into_iter();
@@ -373,7 +375,8 @@ pub fn align(
                     let states =
                         policy::repeat_rows(&states, &rows.iter().map(|&i| drawn[i].user).collect::<Vec<_>>(), &ad);
                     let chosen: Vec<Vec<Code>> = rows.iter().map(|&i| drawn[i].id.clone()).collect();
-                    let log_probs = policy::sequence_log_probs(&model, states, &chosen, &ad);
+                    let items: Vec<Option<ItemIdx>> = chosen.iter().map(|id| ids.item_of(id)).collect();
+                    let log_probs = policy::log_probs(&model, states, &chosen, &items, &ad);
                     let old = rows.iter().map(|&i| drawn[i].old_log_prob).collect();
                     ecpo::ecpo_loss(
                         log_probs,
@@ -388,7 +391,8 @@ pub fn align(
                     let states =
                         policy::repeat_rows(&states, &rows.iter().map(|&i| drawn[i].user).collect::<Vec<_>>(), &ad);
                     let chosen: Vec<Vec<Code>> = rows.iter().map(|&i| drawn[i].id.clone()).collect();
-                    let lp = policy::sequence_log_probs(&model, states, &chosen, &ad).reshape([pairs.len(), 2]);
+                    let items: Vec<Option<ItemIdx>> = chosen.iter().map(|id| ids.item_of(id)).collect();
+                    let lp = policy::log_probs(&model, states, &chosen, &items, &ad).reshape([pairs.len(), 2]);
                     let old: Vec<f32> = rows.iter().map(|&i| drawn[i].old_log_prob).collect();
                     let old = Tensor::<2>::from_data(TensorData::new(old, [pairs.len(), 2]), &ad);
                     let col = |t: &Tensor<2>, c| t.clone().narrow(1, c, 1).reshape([pairs.len()]);

@@ -26,7 +26,7 @@ fn measure(policy: &Policy, model: &OneRec, constrained: bool, device: &Device) 
     let states = policy::repeat_rows(&states, &rows, device);
     let trie = constrained.then(|| ids.trie());
     let mut rng = ChaCha8Rng::seed_from_u64(99);
-    let (codes, _) = policy::sample(model, &states, ids.id_len(), 1.0, trie, &mut rng);
+    let codes = policy::sample(model, &states, ids.id_len(), 1.0, trie, &mut rng);
     let n = codes.len() as f64;
     let family = codes.iter().filter(|c| c[0] == 0 && ids.item_of(c).is_some()).count() as f64 / n;
     let legal = codes.iter().filter(|c| ids.item_of(c).is_some()).count() as f64 / n;
@@ -141,11 +141,22 @@ fn free_decoding_agrees_with_teacher_forced_log_probs() {
     assert_eq!(all.len(), space);
     let codes: Vec<Vec<Code>> = all.iter().map(|h| h.id.clone()).collect();
     let context = recommender.context(&dataset.users[0], dataset.user_events(0));
-    let rows = policy::repeat_rows(&recommender.states(&[context]), &vec![0; codes.len()], &device);
-    let forced = policy::sequence_log_probs(&model, rows, &codes, &device).into_data().try_to_vec::<f32>().unwrap();
+    let rows = policy::repeat_rows(&recommender.states(std::slice::from_ref(&context)), &vec![0; codes.len()], &device);
+    let log_probs = |items: &[Option<ItemIdx>]| {
+        policy::log_probs(&model, rows.clone(), &codes, items, &device).into_data().try_to_vec::<f32>().unwrap()
+    };
+    let forced = log_probs(&vec![None; codes.len()]);
     for (h, f) in all.iter().zip(&forced) {
         assert!((h.log_prob - f).abs() < 1e-4, "{:?}: beam {} vs teacher-forced {f}", h.id, h.log_prob);
         assert_eq!(h.item, ids.item_of(&h.id));
+    }
+    // With the items named, the policy adds each item's log-softmax under the item expert.
+    let scores = model.item_scores(recommender.states(&[context])).into_data().try_to_vec::<f32>().unwrap();
+    let log_z = scores.iter().map(|&s| (s as f64).exp()).sum::<f64>().ln();
+    let items: Vec<Option<ItemIdx>> = all.iter().map(|h| h.item).collect();
+    for ((h, f), whole) in all.iter().zip(&forced).zip(log_probs(&items)) {
+        let item_term = h.item.map_or(0.0, |i| scores[i as usize] as f64 - log_z);
+        assert!((whole as f64 - (*f as f64 + item_term)).abs() < 1e-4, "{:?}: {whole} vs {f} + {item_term}", h.id);
     }
     assert!(all.windows(2).all(|w| w[0].log_prob >= w[1].log_prob), "best first");
     let distinct: std::collections::HashSet<_> = codes.iter().collect();
