@@ -4,7 +4,7 @@
 //! A context has four parts:
 //! - hashed static features;
 //! - the last `short_len` events, **oldest first**, each with its feedback and the time since the
-//!   event before it. The encoder reads them causally, so one context serves as the input of a
+//!   event before it. The model reads them causally, so one context serves as the input of a
 //!   whole window of next-item targets (see [`training_windows`]);
 //! - the last `positive_len` positive events *before* that window;
 //! - the events before that window ("lifelong"), compressed to at most C tokens.
@@ -129,7 +129,7 @@ pub struct LifelongToken {
     pub mean_embedding: Vec<f32>,
 }
 
-/// What the encoder reads about one user at one moment.
+/// What the model reads about one user at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct UserContext {
     /// Hashed static features (`age=24`, …), each in `1..feature_buckets`; empty for users without.
@@ -259,8 +259,8 @@ pub fn training_samples(dataset: &Dataset) -> Vec<Sample> {
 }
 
 /// Many samples in one forward pass: the context of a user's first `end` training events, whose
-/// `recent` part (the last `n = min(end, short_len)` of them) the encoder reads causally. The
-/// decoder then predicts, for every `v` in `0..=n`, the training event that follows the first `v`
+/// `recent` part (the last `n = min(end, short_len)` of them) the model reads causally. The
+/// model then predicts, for every `v` in `0..=n`, the training event that follows the first `v`
 /// recent events, from those `v` events and the older parts of the context.
 ///
 /// [`training_windows`] cuts each sequence into such windows so that every sample of
@@ -291,7 +291,7 @@ impl Window {
 
 /// Each user's training sequence cut from its end into windows of `short_len` events (the first
 /// may be shorter), in user then time order: the windows' targets are exactly
-/// [`training_samples`], each once. A user with L training events costs ⌈L / short_len⌉ encoder
+/// [`training_samples`], each once. A user with L training events costs ⌈L / short_len⌉ causal
 /// passes instead of L.
 pub fn training_windows(dataset: &Dataset, short_len: usize) -> Vec<Window> {
     let mut windows = Vec::new();

@@ -1,5 +1,6 @@
-//! The generator, one room per concern: the user [`context`] it reads, the [`model`] (causal
-//! encoder, MoE decoder over semantic-ID codes; the design and why is in its doc), next-token
+//! The generator, one room per concern: the user [`context`] it reads, the [`model`] (a causal
+//! MoE stack over the user's stream with an ID head and an item expert; the design and why is in
+//! its doc), next-token
 //! [`train`]ing, [`recommend`]ation through the one beam search in [`crate::decode`], its
 //! [`evaluate`]ion (ranking, legality, P-score), and the
 //! [`snapshot`] a trained generator is saved as. The mechanics it shares with the reward model

@@ -1,5 +1,6 @@
-//! Generating recommendations with a trained model: encode the user once, then beam search over
-//! semantic codes, constrained to the IDs that exist.
+//! Generating recommendations with a trained model: run the user's stream once, beam search over
+//! semantic codes with the ID head, constrained to the IDs that exist, then rank the items found
+//! by the product of the two experts.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 

@@ -1,7 +1,8 @@
 //! Next-token training of the generative model (DESIGN.md §2 "Training"): every event of a
-//! training sequence is a target, learnt in windows of `short_len` events that cost one encoder
-//! pass each (see [`crate::generator::context::Window`]), AdamW with warm-up and cosine decay, gradient clipping, early
-//! stopping on validation NDCG@10, checkpoints that a run resumes from.
+//! training sequence is a target, learnt in windows of `short_len` events that cost one causal
+//! pass each (see [`crate::generator::context::Window`]), with the windows of a step split across
+//! the CPU threads; AdamW with warm-up and cosine decay, gradient clipping, early stopping on
+//! validation NDCG@10, checkpoints that a run resumes from.
 
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -85,7 +86,7 @@ pub struct EpochReport {
     pub seconds: f64,
     /// Training targets (next items predicted) per second of the epoch's training part.
     pub samples_per_second: f64,
-    /// Share of routed tokens per expert, per decoder layer, over the epoch.
+    /// Share of routed tokens per expert, per MoE layer, over the epoch.
     pub expert_share: Vec<Vec<f32>>,
 }
 

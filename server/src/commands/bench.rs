@@ -29,7 +29,7 @@ use super::{DataArgs, print_report};
 pub enum BenchCommand {
     /// RQ-KMeans on synthetic item embeddings (a mixture of topics), e.g. 1M items × 64 dims.
     Tokenize(TokenizeBenchArgs),
-    /// Feed decoding (encoder once, KV-cached constrained beam search) against a brute-force
+    /// Feed decoding (the stream once, then the constrained beam over the ID head) against a brute-force
     /// dot-product scorer, by beam width and catalogue size.
     Decode(DecodeBenchArgs),
     /// Training steps of the generator on a real data set: targets (next items learnt) per second,

@@ -85,7 +85,7 @@ impl fmt::Display for Report<'_> {
         if let Some(best) = self.training.best() {
             for (layer, share) in best.expert_share.iter().enumerate() {
                 let shares: Vec<String> = share.iter().map(|s| format!("{:.3}", s)).collect();
-                writeln!(f, "decoder layer {} expert share: {}", layer + 1, shares.join(" "))?;
+                writeln!(f, "MoE layer {} expert share: {}", layer + 1, shares.join(" "))?;
             }
         }
         write!(f, "kept epoch {}; wrote {}", self.training.best_epoch, self.output.display())

@@ -1,5 +1,5 @@
-//! Dynamic batching of decodes. Requests that arrive within a short window share one encoder pass
-//! and one decoder step per ID position (`Recommender::recommend_batch`), which amortises the
+//! Dynamic batching of decodes. Requests that arrive within a short window share one pass over
+//! their streams and one ID-head step per ID position (`Recommender::recommend_batch`), which amortises the
 //! per-operation cost that dominates small models on the CPU.
 //!
 //! A fixed pool of worker threads owns the decoding; the async handlers only queue a job and await
