@@ -236,6 +236,8 @@ struct Drawn {
     /// Index of the user in the step's batch.
     user: usize,
     id: Vec<Code>,
+    /// The item the ID names, if any.
+    item: Option<ItemIdx>,
     old_log_prob: f32,
     /// P-score, `None` when the ID is not a real item.
     reward: Option<f32>,
@@ -279,14 +281,15 @@ fn draw(
     let mut drawn: Vec<Drawn> = rows
         .into_iter()
         .zip(chosen)
+        .zip(items)
         .zip(old.into_data().iter::<f32>())
-        .map(|((user, id), old_log_prob)| Drawn { user, id, old_log_prob, reward: None })
+        .map(|(((user, id), item), old_log_prob)| Drawn { user, id, item, old_log_prob, reward: None })
         .collect();
     let pairs: Vec<(&[Event], ItemIdx)> =
-        drawn.iter().zip(&items).filter_map(|(d, i)| i.map(|i| (history(users[d.user]), i))).collect();
+        drawn.iter().filter_map(|d| d.item.map(|i| (history(users[d.user]), i))).collect();
     let mut scores = reward.p_scores(&pairs).into_iter();
-    for (d, item) in drawn.iter_mut().zip(items) {
-        if let Some(item) = item {
+    for d in &mut drawn {
+        if let Some(item) = d.item {
             let score = scores.next().expect("one score per legal item");
             let seen = history(users[d.user]).iter().any(|e| e.item == item);
             d.reward = Some(if seen { 0.0 } else { score });
@@ -369,17 +372,20 @@ pub fn align(
             let recommender =
                 Recommender { model: &model, config: policy.config, tokenizer: policy.tokenizer, device: &ad };
             let states = recommender.states(&contexts);
+            // The policy's log-probability of the given drawn items, with gradient.
+            let log_probs = |rows: &[usize]| {
+                let states =
+                    policy::repeat_rows(&states, &rows.iter().map(|&i| drawn[i].user).collect::<Vec<_>>(), &ad);
+                let chosen: Vec<Vec<Code>> = rows.iter().map(|&i| drawn[i].id.clone()).collect();
+                let items: Vec<Option<ItemIdx>> = rows.iter().map(|&i| drawn[i].item).collect();
+                policy::log_probs(&model, states, &chosen, &items, &ad)
+            };
             let policy_loss = match &terms {
                 Terms::None => Tensor::<1>::zeros([1], &ad),
                 Terms::Ecpo { rows, advantages } => {
-                    let states =
-                        policy::repeat_rows(&states, &rows.iter().map(|&i| drawn[i].user).collect::<Vec<_>>(), &ad);
-                    let chosen: Vec<Vec<Code>> = rows.iter().map(|&i| drawn[i].id.clone()).collect();
-                    let items: Vec<Option<ItemIdx>> = chosen.iter().map(|id| ids.item_of(id)).collect();
-                    let log_probs = policy::log_probs(&model, states, &chosen, &items, &ad);
                     let old = rows.iter().map(|&i| drawn[i].old_log_prob).collect();
                     ecpo::ecpo_loss(
-                        log_probs,
+                        log_probs(rows),
                         vector(old, &ad),
                         vector(advantages.clone(), &ad),
                         config.epsilon,
@@ -388,11 +394,7 @@ pub fn align(
                 }
                 Terms::Dpo { pairs } => {
                     let rows: Vec<usize> = pairs.iter().flat_map(|&(c, r)| [c, r]).collect();
-                    let states =
-                        policy::repeat_rows(&states, &rows.iter().map(|&i| drawn[i].user).collect::<Vec<_>>(), &ad);
-                    let chosen: Vec<Vec<Code>> = rows.iter().map(|&i| drawn[i].id.clone()).collect();
-                    let items: Vec<Option<ItemIdx>> = chosen.iter().map(|id| ids.item_of(id)).collect();
-                    let lp = policy::log_probs(&model, states, &chosen, &items, &ad).reshape([pairs.len(), 2]);
+                    let lp = log_probs(&rows).reshape([pairs.len(), 2]);
                     let old: Vec<f32> = rows.iter().map(|&i| drawn[i].old_log_prob).collect();
                     let old = Tensor::<2>::from_data(TensorData::new(old, [pairs.len(), 2]), &ad);
                     let col = |t: &Tensor<2>, c| t.clone().narrow(1, c, 1).reshape([pairs.len()]);
