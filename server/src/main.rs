@@ -1,8 +1,5 @@
 //! `onerec`: the command line of the onerec generative recommender.
 
-mod commands;
-mod serve;
-
 /// mimalloc rather than the system allocator: training allocates and frees tensors of a few
 /// hundred kilobytes every operation, which glibc hands back to the kernel each time (mmap above
 /// its threshold), so each fresh buffer page-faults again. That cost about half of a CPU training
@@ -10,51 +7,10 @@ mod serve;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(name = "onerec", version, about = "An end-to-end generative recommender in the manner of OneRec")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Get, inspect and synthesise interaction data.
-    #[command(subcommand)]
-    Data(commands::data::DataCommand),
-    /// Embed items and give each a semantic ID (RQ-KMeans).
-    Tokenize(commands::tokenize::TokenizeArgs),
-    /// Train the generative model on semantic IDs (next-token loss); writes a snapshot.
-    Train(commands::train::TrainArgs),
-    /// Train the reward model (per-objective towers fused into a P-score).
-    #[command(subcommand)]
-    Reward(commands::reward::RewardCommand),
-    /// Align a trained snapshot with a reward model (ECPO or DPO).
-    Align(commands::align::AlignArgs),
-    /// Measure ranking quality on the held-out splits (DESIGN.md §3).
-    Eval(commands::eval::EvalArgs),
-    /// Serve feeds and collect events over HTTP.
-    Serve(commands::serve::ServeArgs),
-    /// Measure the speed of a stage.
-    #[command(subcommand)]
-    Bench(commands::bench::BenchCommand),
-}
+use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Data(c) => commands::data::run(c),
-        Command::Tokenize(a) => commands::tokenize::run(a),
-        Command::Train(a) => commands::train::run(a),
-        Command::Reward(c) => commands::reward::run(c),
-        Command::Align(a) => commands::align::run(a),
-        Command::Eval(a) => commands::eval::run(a),
-        Command::Serve(a) => commands::serve::run(a),
-        Command::Bench(c) => commands::bench::run(c),
-    };
-    match result {
+    match onerec_server::run(onerec_server::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
