@@ -274,3 +274,99 @@ fn reward_align_and_eval_with_p_score() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("truncated"), "{stderr}");
 }
+
+/// A closed event store in `dir`: alice's `item-1111` and `item-2222`, bob's `item-3333`.
+fn event_store(dir: &std::path::Path) {
+    use onerec_core::api::{EventKind, StoredEvent};
+    use onerec_server::serve::store::{EventStore, UserEvent};
+    let event = |user: &str, n: u32| UserEvent {
+        user: user.into(),
+        event: StoredEvent {
+            event_id: format!("e{n}"),
+            item: format!("item-{}", n * 1111),
+            kind: EventKind::Click,
+            value: None,
+            timestamp: 1_700_000_000,
+        },
+    };
+    let (store, writer) = EventStore::open(dir, Box::new(|_| {})).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    runtime.block_on(store.append(vec![event("alice", 1), event("alice", 2), event("bob", 3)])).unwrap();
+    drop(store);
+    writer.join().unwrap();
+}
+
+/// Changes an item id inside `events.redb` as a stray write would: the file stays a valid redb
+/// database and the event stays valid JSON.
+fn damage_item_2222(dir: &std::path::Path) -> std::path::PathBuf {
+    let file = dir.join("events.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.windows(9).position(|w| w == b"item-2222").expect("the event is in the file");
+    bytes[at + 8] = b'3';
+    std::fs::write(&file, bytes).unwrap();
+    file
+}
+
+#[test]
+fn store_check_and_repair_report_and_drop_a_damaged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = path(dir.path());
+    event_store(dir.path());
+    let clean = onerec_json(&["store", "check", "--data-dir", data_dir, "--json"]);
+    assert_eq!((clean["users"].as_u64(), clean["events"].as_u64()), (Some(2), Some(3)), "{clean}");
+
+    let file = damage_item_2222(dir.path());
+    let out = onerec(&["store", "check", "--data-dir", data_dir, "--json"]);
+    assert!(!out.status.success(), "a damaged store must fail the check");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["events"], 2);
+    assert_eq!(report["damaged"][0]["user"], "alice");
+    assert_eq!(report["damaged"][0]["seq"], 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(path(&file)));
+    let text = onerec(&["store", "check", "--data-dir", data_dir]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("damaged events (1)") && text.contains("user \"alice\" seq 1: checksum mismatch"), "{text}");
+
+    let repaired = onerec_json(&["store", "repair", "--data-dir", data_dir, "--json"]);
+    assert_eq!(repaired["found"]["damaged"][0]["seq"], 1);
+    let backup = repaired["backup"].as_str().expect("a backup path");
+    assert!(backup.contains("events.redb.bak-") && std::path::Path::new(backup).is_file());
+    let after = onerec_json(&["store", "check", "--data-dir", data_dir, "--json"]);
+    assert_eq!((after["events"].as_u64(), after["damaged"].as_array().map(Vec::len)), (Some(2), Some(0)), "{after}");
+    let again = onerec_json(&["store", "repair", "--data-dir", data_dir, "--json"]);
+    assert!(again["backup"].is_null(), "a clean store is left alone");
+}
+
+#[test]
+fn serve_refuses_a_damaged_or_empty_store_naming_the_file() {
+    let fixture = common::trained_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    event_store(dir.path());
+    let file = damage_item_2222(dir.path());
+    let serve = || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_onerec"))
+            .args(["serve", "--snapshot", path(&fixture.snapshot), "--data", path(&fixture.data)])
+            .args(["--data-dir", path(dir.path()), "--addr", "127.0.0.1:0", "--device", "cpu"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        for _ in 0..1200 {
+            if child.try_wait().unwrap().is_some() {
+                let out = child.wait_with_output().unwrap();
+                assert!(!out.status.success());
+                return String::from_utf8_lossy(&out.stderr).into_owned();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        panic!("onerec serve started on a store it should refuse");
+    };
+    let stderr = serve();
+    for needed in [path(&file), "user \"alice\" seq 1", "onerec store repair"] {
+        assert!(stderr.contains(needed), "{needed:?} not in {stderr}");
+    }
+    std::fs::write(&file, b"").unwrap();
+    let stderr = serve();
+    assert!(stderr.contains(path(&file)) && stderr.contains("is empty (0 bytes)"), "{stderr}");
+}

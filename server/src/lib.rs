@@ -31,6 +31,9 @@ pub enum Command {
     Eval(commands::eval::EvalArgs),
     /// Serve feeds and collect events over HTTP.
     Serve(commands::serve::ServeArgs),
+    /// Check or repair the server's event store.
+    #[command(subcommand)]
+    Store(commands::store::StoreCommand),
     /// Measure the speed of a stage.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Align(a) => commands::align::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Serve(a) => commands::serve::run(a),
+        Command::Store(c) => commands::store::run(c),
         Command::Bench(c) => commands::bench::run(c),
     }
 }

@@ -6,6 +6,7 @@ pub mod data;
 pub mod eval;
 pub mod reward;
 pub mod serve;
+pub mod store;
 pub mod tokenize;
 pub mod train;
 
