@@ -1,5 +1,6 @@
 //! The browser feed end to end: the Trunk-built app (`dist/`) served by a real `onerec serve`,
-//! driven in headless Chromium through chromedriver.
+//! driven in headless Chromium through chromedriver. The server requires credentials: the feed
+//! is opened with the operator's `#key=` link, or a user's `#token=` link.
 //!
 //! Ignored by default: they need `trunk build --release` and Debian's `chromium` and
 //! `chromium-driver`. `.ci/run` provides all three and runs
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client, get, path, trained_fixture};
+use common::{API_KEY, client, get, path, post, trained_fixture};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -71,7 +72,7 @@ impl Server {
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_onerec"))
             .args(["serve", "--snapshot", path(&fx.snapshot), "--data", path(&fx.data), "--data-dir", path(data_dir)])
-            .args(["--addr", &addr, "--device", "cpu", "--web-dir", path(&dist())])
+            .args(["--addr", &addr, "--device", "cpu", "--web-dir", path(&dist()), "--api-key", API_KEY])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -197,9 +198,23 @@ impl Browser {
             .await;
     }
 
+    /// Opens `user`'s feed through the operator's link.
     async fn open_feed(&self, server: &str, user: &str) {
-        self.client.goto(&format!("{server}/?user={user}")).await.unwrap();
+        self.client.goto(&format!("{server}/?user={user}#key={API_KEY}")).await.unwrap();
         self.wait_until("document.querySelectorAll('article.card').length >= 5", "cards").await;
+    }
+
+    /// Whether this page asked the server for `path`, with `?user=` when one is given.
+    async fn requested(&self, path: &str, user: Option<&str>) -> bool {
+        let script = format!(
+            "const [path, user] = [{}, {}]; return performance.getEntriesByType('resource').some(e => {{
+                const url = new URL(e.name);
+                return url.pathname === path && (user === null || url.searchParams.get('user') === user);
+            }});",
+            json!(path),
+            json!(user)
+        );
+        self.js(&script).await == json!(true)
     }
 
     async fn screenshot(&self, name: &str) {
@@ -242,6 +257,14 @@ async fn open(port: u16, nth: usize) -> (tempfile::TempDir, Server, String, Brow
     browser.open_feed(&server.url, &user).await;
     browser.wait_until("document.getElementById('status').dataset.source === 'server'", "the server's pool").await;
     (data_dir, server, user, browser)
+}
+
+/// A user token for `user`, minted with the operator's key, as an operator would to send a link.
+fn mint_token(server: &str, user: &str) -> String {
+    let body = json!({"user": user}).to_string();
+    let (status, minted) = post(&client(), &format!("{server}/v1/tokens"), &body, &[]);
+    assert_eq!(status, 200, "{minted}");
+    minted["token"].as_str().unwrap_or_else(|| panic!("no token in {minted}")).to_string()
 }
 
 /// Users the server knows, from its API.
@@ -300,6 +323,12 @@ async fn feed_renders_from_the_server_and_likes_rerank_on_the_device() {
     let title = browser.js("return document.querySelector('article.card h2').innerText;").await;
     assert!(!title.as_str().unwrap().is_empty(), "cards show titles");
     assert_eq!(browser.js("return document.getElementById('net').dataset.online;").await, json!("true"));
+    // The key is kept on the device and left out of the address bar.
+    assert_eq!(browser.js("return location.href;").await, json!(format!("{}/?user={user}", server.url)));
+    assert_eq!(
+        browser.js("return localStorage.getItem('onerec.credential');").await,
+        json!(json!(API_KEY).to_string())
+    );
     browser.screenshot("feed.png").await;
 
     // Show three pages, then pick the kind least present at the top that still has items below.
@@ -439,6 +468,73 @@ async fn a_reload_keeps_the_local_state() {
     assert_eq!(browser.js("return document.getElementById('user').value;").await, json!(user));
     let shown = browser.card_ids().await;
     assert!(!shown.contains(&liked) && !shown.contains(&skipped), "reacted-to items stay out of the feed");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs dist/ (trunk build --release) and chromium; .ci/run runs it"]
+async fn a_user_token_link_opens_that_users_feed_and_no_other() {
+    let _serial = SERIAL.lock().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = Server::start(free_port(), data_dir.path());
+    let listed = users(&server.url);
+    let (user, other) = (listed[3].clone(), listed[4].clone());
+    let token = mint_token(&server.url, &user);
+    let browser = Browser::start().await;
+
+    // No credential: the anonymous cold-start feed works, and there is no user to pick.
+    browser.client.goto(&format!("{}/", server.url)).await.unwrap();
+    browser.wait_until("document.getElementById('status').dataset.source === 'server'", "the anonymous feed").await;
+    assert!(browser.card_ids().await.len() >= 5, "the anonymous feed shows cards");
+    browser.wait_until("document.getElementById('user-locked') && !document.getElementById('user')", "no picker").await;
+    assert!(!browser.requested("/v1/users", None).await, "no user list without a key");
+
+    // The user's link, pasted into the open tab: only the fragment changes, and the app starts
+    // over with the token, on that user's feed.
+    browser.client.goto(&format!("{}/#token={token}", server.url)).await.unwrap();
+    browser
+        .wait_until(&format!("document.getElementById('user')?.value === {}", json!(user)), "the token's user")
+        .await;
+    browser.wait_until("document.getElementById('status').dataset.source === 'server'", "the user's feed").await;
+    assert!(browser.requested("/v1/feed", Some(&user)).await, "the feed asked is the user's");
+    assert_eq!(
+        browser.js("return location.href;").await,
+        json!(format!("{}/", server.url)),
+        "the token left the address"
+    );
+    assert_eq!(browser.js("return localStorage.getItem('onerec.credential');").await, json!(json!(token).to_string()));
+    // The picker shows this one user, fixed.
+    let picker = "const s = document.getElementById('user'); return [s.disabled, s.options.length, !!document.getElementById('user-id')];";
+    assert_eq!(browser.js(picker).await, json!([true, 1, false]));
+
+    // The user's likes reach the server under the user's name.
+    let liked = browser.card_ids().await[0].clone();
+    browser.react(&liked, "like").await;
+    browser.wait_count("queued", 0).await;
+    let stored: Vec<String> = stored_events(&server.url, &user).into_iter().map(|e| e.1).collect();
+    assert_eq!(stored, [liked.as_str()]);
+
+    // An event of another user, left in the queue by an operator's session, is not this token's
+    // to send: the server refuses it (403), and it waits for a credential instead of being
+    // dropped, while the user's own events still go out.
+    let foreign = json!([{"event_id": "browser-test-foreign", "user": other, "item": liked, "kind": "like"}]);
+    browser.js(&format!("localStorage.setItem('onerec.queue', {});", json!(foreign.to_string()))).await;
+    let second = browser.card_ids().await[0].clone();
+    browser.react(&second, "like").await;
+    let only_foreign =
+        "JSON.parse(localStorage.getItem('onerec.queue')).map(e => e.event_id).join() === 'browser-test-foreign'";
+    browser.wait_until(only_foreign, "the user's own like to be sent, the other user's to wait").await;
+    let stored: Vec<String> = stored_events(&server.url, &user).into_iter().map(|e| e.1).collect();
+    assert_eq!(stored, [liked, second]);
+    assert!(stored_events(&server.url, &other).is_empty(), "the token posted nothing for another user");
+
+    // Asking for another user's feed in the address changes nothing: the token names its user.
+    browser.client.goto(&format!("{}/?user={other}", server.url)).await.unwrap();
+    browser.wait_until("document.getElementById('status').dataset.source === 'server'", "the feed").await;
+    assert_eq!(browser.js("return document.getElementById('user').value;").await, json!(user));
+    assert!(!browser.requested("/v1/feed", Some(&other)).await, "no request for another user's feed");
+    assert!(stored_events(&server.url, &other).is_empty());
+    assert_eq!(browser.js(&format!("return {only_foreign};")).await, json!(true), "the refused event still waits");
     browser.close().await;
 }
 

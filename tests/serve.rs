@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Server, client, get, post, trained_fixture};
+use common::{API_KEY, Server, client, get, post, post_as, trained_fixture};
 use serde_json::{Value, json};
 
 fn ids(items: &Value) -> Vec<String> {
@@ -35,7 +35,7 @@ fn events(user: &str, items: &[String], kind: &str, prefix: &str) -> String {
 fn feeds_follow_events_and_cold_users_get_a_slate() {
     let fixture = trained_fixture();
     let state = tempfile::tempdir().unwrap();
-    let server = Server::start(&fixture.snapshot, &fixture.data, state.path(), &[]);
+    let server = Server::start(&fixture.snapshot, &fixture.data, state.path(), &["--admin-token", "ops"]);
     let agent = client();
     let user = first_user(&agent, &server);
 
@@ -86,11 +86,26 @@ fn feeds_follow_events_and_cold_users_get_a_slate() {
     // Operations: health, readiness, metrics and the API description.
     assert_eq!(get(&agent, &format!("{}/healthz", server.url)).0, 200);
     assert_eq!(get(&agent, &format!("{}/readyz", server.url)).0, 200);
-    let metrics = agent.get(format!("{}/metrics", server.url)).call().unwrap().body_mut().read_to_string().unwrap();
+    let metrics = agent
+        .get(format!("{}/metrics", server.url))
+        .header("authorization", "Bearer ops")
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
     assert!(metrics.contains("onerec_http_requests_total{route=\"/v1/feed\",status=\"200\"}"), "{metrics}");
     assert!(metrics.contains("onerec_decode_batch_size_count"), "{metrics}");
     let (_, openapi) = get(&agent, &format!("{}/openapi.json", server.url));
-    for route in ["/v1/feed", "/v1/events", "/v1/users/{id}/history", "/v1/items/{id}", "/admin/reload", "/metrics"] {
+    for route in [
+        "/v1/feed",
+        "/v1/events",
+        "/v1/users/{id}/history",
+        "/v1/items/{id}",
+        "/v1/tokens",
+        "/admin/reload",
+        "/metrics",
+    ] {
         assert!(openapi["paths"].get(route).is_some(), "{route} is documented");
     }
 }
@@ -147,7 +162,7 @@ fn bad_input_gets_a_json_error_and_changes_nothing() {
 
     // Admin needs the token; a corrupt snapshot is refused and the old model keeps serving.
     let reload = url("/admin/reload");
-    expect(post(&agent, &reload, "{}", &[]), 401, "reload without a token");
+    expect(post_as(&agent, &reload, "{}", None), 401, "reload without a token");
     expect(post(&agent, &reload, "{}", &[("authorization", "Bearer wrong")]), 403, "reload with a wrong token");
     let model = get(&agent, &url("/v1/feed?k=1")).1["model"].clone();
     let corrupt = state.path().join("corrupt.snap");
@@ -237,7 +252,8 @@ fn every_acknowledged_event_survives_kill_9() {
                     let id = format!("w{w}-{n}");
                     let body = events(&user, &items[n % items.len()..][..1], "click", &id);
                     sent.fetch_add(1, Ordering::Relaxed);
-                    match agent.post(&url).header("content-type", "application/json").send(&body) {
+                    let request = agent.post(&url).header("authorization", format!("Bearer {API_KEY}"));
+                    match request.header("content-type", "application/json").send(&body) {
                         Ok(r) if r.status() == 200 => acknowledged.lock().unwrap().push(format!("{id}-0")),
                         _ => return,
                     }
@@ -256,7 +272,7 @@ fn every_acknowledged_event_survives_kill_9() {
     drop(server);
 
     let restarted = Server::start(&fixture.snapshot, &fixture.data, state.path(), &[]);
-    let (status, history) = get(&agent, &format!("{}/v1/users/{user}/history", restarted.url));
+    let (status, history) = get(&agent, &format!("{}/v1/users/{user}/history?limit=1000", restarted.url));
     assert_eq!(status, 200);
     let stored: HashSet<&str> =
         history["events"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
@@ -308,26 +324,78 @@ fn beyond_the_concurrency_bound_the_answer_is_503_not_a_hang() {
     assert!(refused.iter().all(|(_, retry, error)| *retry && error == "overloaded"), "{refused:?}");
 }
 
-/// A bounded load test on loopback: N clients for a fixed time, mixing feeds and events. It
-/// reports latency (run with `--nocapture` to see it) and requires zero errors.
+/// A bounded load test on loopback: N clients for a fixed time, mixing feeds and events, first on
+/// an idle server, then with 200 slow-loris connections open (each sending a header byte now and
+/// then). It reports latency (run with `--nocapture` to see it) and requires zero errors.
 #[test]
-fn load_test_has_no_errors() {
+fn load_test_has_no_errors_even_beside_slow_loris_connections() {
     let fixture = trained_fixture();
     let state = tempfile::tempdir().unwrap();
-    let server = Server::start(&fixture.snapshot, &fixture.data, state.path(), &[]);
+    let server = Server::start(&fixture.snapshot, &fixture.data, state.path(), &["--key-rate", "100000"]);
     let agent = client();
     let (_, users) = get(&agent, &format!("{}/v1/users?limit=50", server.url));
     let users: Vec<String> =
         users["users"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect();
     let items = ids(&get(&agent, &format!("{}/v1/feed?k=20", server.url)).1["items"]);
+    let idle = load(&server.url, &users, &items, "idle");
+
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let open = Arc::new(AtomicUsize::new(0));
+    let loris = {
+        let (stop, open) = (stop.clone(), open.clone());
+        thread::spawn(move || {
+            let mut sockets: Vec<_> = (0..200)
+                .map(|_| {
+                    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                    s.write_all(b"GET /v1/feed HTTP/1.1\r\nHost: x\r\n").unwrap();
+                    s
+                })
+                .collect();
+            open.store(sockets.len(), Ordering::SeqCst);
+            while !stop.load(Ordering::SeqCst) {
+                for s in &mut sockets {
+                    let _ = s.write_all(b"X");
+                }
+                thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    while open.load(Ordering::SeqCst) < 200 {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let loaded = load(&server.url, &users, &items, "slow-loris");
+    stop.store(true, Ordering::SeqCst);
+    loris.join().unwrap();
+    println!("feed p99 beside 200 slow-loris connections: {:.2}× the idle figure", loaded / idle);
+}
+
+/// Runs the mixed load for a fixed time; asserts no errors and returns the feeds' p99 in ms.
+fn load(base: &str, users: &[String], items: &[String], label: &str) -> f64 {
     let (clients, duration) = (8, Duration::from_secs(4));
     let deadline = Instant::now() + duration;
-    let results: Vec<(Vec<f64>, usize)> = (0..clients)
+    // A readiness probe beside the load, as an orchestrator would send it.
+    let probe = {
+        let url = format!("{base}/readyz");
+        thread::spawn(move || {
+            let agent = client();
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                assert_eq!(get(&agent, &url).0, 200, "ready under load");
+                latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                thread::sleep(Duration::from_millis(20));
+            }
+            latencies.sort_by(f64::total_cmp);
+            latencies
+        })
+    };
+    let results: Vec<(Vec<f64>, usize, usize)> = (0..clients)
         .map(|c| {
-            let (users, items, base) = (users.clone(), items.clone(), server.url.clone());
+            let (users, items, base, label) = (users.to_vec(), items.to_vec(), base.to_string(), label.to_string());
             thread::spawn(move || {
                 let agent = client();
-                let (mut latencies, mut errors) = (Vec::new(), 0);
+                let (mut feeds, mut requests, mut errors) = (Vec::new(), 0, 0);
                 for n in 0.. {
                     if Instant::now() >= deadline {
                         break;
@@ -335,32 +403,39 @@ fn load_test_has_no_errors() {
                     let user = &users[(c * 7 + n) % users.len()];
                     let started = Instant::now();
                     let status = if n % 4 == 3 {
-                        let body = events(user, &items[n % items.len()..][..1], "click", &format!("load-{c}-{n}"));
+                        let body = events(user, &items[n % items.len()..][..1], "click", &format!("{label}-{c}-{n}"));
                         post(&agent, &format!("{base}/v1/events"), &body, &[]).0
                     } else {
-                        get(&agent, &format!("{base}/v1/feed?user={user}&k=10&beam=64")).0
+                        let status = get(&agent, &format!("{base}/v1/feed?user={user}&k=10&beam=64")).0;
+                        feeds.push(started.elapsed().as_secs_f64() * 1000.0);
+                        status
                     };
-                    latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                    requests += 1;
                     errors += usize::from(status != 200);
                 }
-                (latencies, errors)
+                (feeds, requests, errors)
             })
         })
         .collect::<Vec<_>>()
         .into_iter()
         .map(|t| t.join().unwrap())
         .collect();
-    let errors: usize = results.iter().map(|r| r.1).sum();
-    let mut latencies: Vec<f64> = results.into_iter().flat_map(|r| r.0).collect();
-    latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    let readiness = probe.join().unwrap();
+    let errors: usize = results.iter().map(|r| r.2).sum();
+    let requests: usize = results.iter().map(|r| r.1).sum();
+    let mut feeds: Vec<f64> = results.into_iter().flat_map(|r| r.0).collect();
+    feeds.sort_by(f64::total_cmp);
+    let at = |q: f64| feeds[((feeds.len() - 1) as f64 * q) as usize];
     println!(
-        "load test: {clients} clients for {duration:?}: {} requests ({:.0}/s), {errors} errors, p50 {:.1} ms, p99 {:.1} ms",
-        latencies.len(),
-        latencies.len() as f64 / duration.as_secs_f64(),
+        "load test ({label}): {clients} clients for {duration:?}: {requests} requests ({:.0}/s), {errors} errors, \
+         feed p50 {:.1} ms, p99 {:.1} ms; /readyz max {:.1} ms over {} probes",
+        requests as f64 / duration.as_secs_f64(),
         at(0.5),
-        at(0.99)
+        at(0.99),
+        readiness.last().copied().unwrap_or_default(),
+        readiness.len()
     );
-    assert_eq!(errors, 0);
-    assert!(latencies.len() >= clients, "every client completed requests");
+    assert_eq!(errors, 0, "{label}");
+    assert!(feeds.len() >= clients, "every client completed requests");
+    at(0.99)
 }

@@ -46,6 +46,10 @@ pub struct Feed {
     pub cold_start: bool,
     /// Identifies the snapshot that decoded this feed; it changes on reload.
     pub model: String,
+    /// A fresh user token for `user` (see [`UserToken`]), with which the browser posts that
+    /// user's events, queued ones included; absent for an anonymous feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// What a user did with an item.
@@ -116,6 +120,9 @@ pub struct StoredEvent {
 pub struct History {
     pub user: String,
     pub events: Vec<StoredEvent>,
+    /// Pass as `cursor` for the next, older page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/users`: some user ids, for a demo's user picker.
@@ -125,6 +132,41 @@ pub struct Users {
     pub users: Vec<String>,
     /// All users the server knows.
     pub total: usize,
+    /// Pass as `offset` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<usize>,
+}
+
+/// `POST /v1/tokens`: a user token, minted for an API key's holder to hand to that user's browser.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserToken {
+    pub user: String,
+    /// `u1.<user in hex>.<expiry, Unix seconds>.<HMAC-SHA256 in hex>`; send it as
+    /// `Authorization: Bearer <token>`. It lets its holder read and write this one user's feed,
+    /// history and events, and nothing else.
+    pub token: String,
+    /// Unix seconds.
+    pub expires: i64,
+}
+
+impl UserToken {
+    /// The prefix that tells a user token from an API key.
+    pub const PREFIX: &'static str = "u1.";
+
+    /// The user a token names, read without checking its signature (only the server can): what
+    /// the browser needs to know whose feed a `#token=` link opens.
+    pub fn user_of(token: &str) -> Option<String> {
+        let hex = token.strip_prefix(Self::PREFIX)?.split('.').next()?;
+        if hex.len() % 2 != 0 {
+            return None;
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        String::from_utf8(bytes).ok()
+    }
 }
 
 /// `GET /v1/items/{id}`.

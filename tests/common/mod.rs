@@ -70,6 +70,9 @@ pub fn trained_fixture() -> &'static Fixture {
     })
 }
 
+/// The API key every test server accepts; [`get`] and [`post`] send it.
+pub const API_KEY: &str = "e2e-api-key";
+
 /// A running `onerec serve`, killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -82,7 +85,7 @@ impl Server {
     pub fn start(snapshot: &Path, data: &Path, data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_onerec"))
             .args(["serve", "--snapshot", path(snapshot), "--data", path(data), "--data-dir", path(data_dir)])
-            .args(["--addr", "127.0.0.1:0", "--device", "cpu"])
+            .args(["--addr", "127.0.0.1:0", "--device", "cpu", "--api-key", API_KEY])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -131,16 +134,43 @@ pub fn client() -> ureq::Agent {
         .into()
 }
 
-/// `GET url` → status and JSON body (`Null` when the body is not JSON).
+/// `GET url` with the API key → status and JSON body (`Null` when the body is not JSON).
 pub fn get(agent: &ureq::Agent, url: &str) -> (u16, Value) {
-    let mut response = agent.get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    get_as(agent, url, Some(API_KEY))
+}
+
+/// `GET url` with a bearer credential, or none.
+pub fn get_as(agent: &ureq::Agent, url: &str, credential: Option<&str>) -> (u16, Value) {
+    let mut request = agent.get(url);
+    if let Some(credential) = credential {
+        request = request.header("authorization", format!("Bearer {credential}"));
+    }
+    let mut response = request.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
     let body = response.body_mut().read_to_string().unwrap_or_default();
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-/// `POST url` with a raw body → status and JSON body.
+/// `POST url` with a raw body → status and JSON body. It sends the API key unless `headers` name
+/// another `authorization`.
 pub fn post(agent: &ureq::Agent, url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    if headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("authorization")) {
+        send_post(agent, url, body, headers)
+    } else {
+        let key = format!("Bearer {API_KEY}");
+        send_post(agent, url, body, &[headers, &[("authorization", key.as_str())]].concat())
+    }
+}
+
+/// `POST url` with a bearer credential, or none.
+pub fn post_as(agent: &ureq::Agent, url: &str, body: &str, credential: Option<&str>) -> (u16, Value) {
+    match credential {
+        Some(c) => send_post(agent, url, body, &[("authorization", &format!("Bearer {c}"))]),
+        None => send_post(agent, url, body, &[]),
+    }
+}
+
+fn send_post(agent: &ureq::Agent, url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     let mut request = agent.post(url).header("content-type", "application/json");
     for (name, value) in headers {
         request = request.header(*name, *value);

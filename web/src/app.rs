@@ -1,5 +1,5 @@
-//! The feed: cards re-ranked on the device, like/skip, load more, a user picker and a network
-//! indicator.
+//! The feed: cards re-ranked on the device, like/skip, load more, a user picker (or the one user
+//! a token link opened) and a network indicator.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use leptos::task::spawn_local;
 use onerec_core::api::{EventKind, FeedItem, NewEvent};
 use onerec_core::rescore::{LocalPreferences, Reason, RerankConfig, rerank};
 
+use crate::auth::{self, Access};
 use crate::net::{self, Flushed, NetError};
 use crate::store;
 
@@ -83,6 +84,9 @@ impl Feed {
         spawn_local(async move {
             match net::feed(user.as_deref(), PAGE, POOL).await {
                 Ok(feed) => {
+                    if let (Some(user), Some(token)) = (&user, &feed.token) {
+                        store::save_token(user, Some(token));
+                    }
                     let mut pool = feed.items;
                     pool.extend(feed.pool);
                     store::save_pool(user.as_deref(), &pool);
@@ -168,12 +172,28 @@ fn user_from_address() -> Option<String> {
 
 #[component]
 pub fn App() -> impl IntoView {
+    auth::adopt_from_address();
     let hash = web_sys::window().and_then(|w| w.location().hash().ok()).unwrap_or_default();
     if hash == "#bench" {
         return view! { <crate::bench::Bench/> }.into_any();
     }
+    let access = Access::current();
     let feed = Feed::new();
-    feed.select(user_from_address().or_else(store::load_user));
+    feed.select(match &access {
+        Access::Anonymous => None,
+        Access::Operator => user_from_address().or_else(store::load_user),
+        Access::User(user) => Some(user.clone()),
+    });
+
+    // A link pasted into this open tab changes only the fragment, which loads nothing: start over
+    // with its credential.
+    let _ = window_event_listener(leptos::ev::hashchange, |_| {
+        if auth::adopt_from_address()
+            && let Some(window) = web_sys::window()
+        {
+            let _ = window.location().reload();
+        }
+    });
 
     let _ = window_event_listener(leptos::ev::online, move |_| {
         feed.online.set(true);
@@ -196,7 +216,7 @@ pub fn App() -> impl IntoView {
         <header>
             <h1>"onerec"</h1>
             <NetIndicator feed/>
-            <UserPicker feed/>
+            <UserPicker feed access/>
         </header>
         <Status feed/>
         <main id="feed">
@@ -231,8 +251,30 @@ fn NetIndicator(feed: Feed) -> impl IntoView {
     }
 }
 
+/// Who the feed is for, as far as the credential allows: any user with an API key, only the
+/// token's user with a user token, and nobody without a credential.
 #[component]
-fn UserPicker(feed: Feed) -> impl IntoView {
+fn UserPicker(feed: Feed, access: Access) -> impl IntoView {
+    match access {
+        Access::Anonymous => view! {
+            <span class="picker" id="user-locked">"Anonymous feed: open a link with a key or user token to pick a user"</span>
+        }
+        .into_any(),
+        Access::User(user) => view! {
+            <span class="picker">
+                <select id="user" disabled>
+                    <option value=user.clone() selected>{format!("user {user}")}</option>
+                </select>
+            </span>
+        }
+        .into_any(),
+        Access::Operator => view! { <AnyUser feed/> }.into_any(),
+    }
+}
+
+/// The operator's picker: the server's users, or any id typed in.
+#[component]
+fn AnyUser(feed: Feed) -> impl IntoView {
     let users = RwSignal::new(Vec::<String>::new());
     spawn_local(async move {
         if let Ok(list) = net::users(50).await {

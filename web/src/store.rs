@@ -1,6 +1,7 @@
-//! What the browser keeps between visits, in localStorage: the chosen user, and per user the local
-//! preference state, the last candidate pool, the items already reacted to, and the queue of
-//! events not yet acknowledged by the server. Nothing here is sent anywhere except the queue.
+//! What the browser keeps between visits, in localStorage: the credential, the chosen user, and per
+//! user the local preference state, the last candidate pool, the items already reacted to and the
+//! user's token, and the queue of events not yet acknowledged by the server. Nothing here is sent
+//! anywhere except the queue, and the credentials that authorise it and the feed.
 
 use onerec_core::api::{FeedItem, NewEvent};
 use onerec_core::rescore::LocalPreferences;
@@ -26,6 +27,7 @@ fn save<T: Serialize>(key: &str, value: &T) {
 
 const USER: &str = "onerec.user";
 const QUEUE: &str = "onerec.queue";
+const CREDENTIAL: &str = "onerec.credential";
 
 /// The user key for per-user entries; the anonymous feed has its own.
 fn user_key(kind: &str, user: Option<&str>) -> String {
@@ -38,6 +40,25 @@ pub fn load_user() -> Option<String> {
 
 pub fn save_user(user: Option<&str>) {
     save(USER, &user)
+}
+
+/// The API key or user token this browser was handed in a link (see `crate::auth`).
+pub fn load_credential() -> Option<String> {
+    load(CREDENTIAL)
+}
+
+pub fn save_credential(credential: &str) {
+    save(CREDENTIAL, &credential)
+}
+
+/// The user's own token, from the last feed the server answered for them.
+pub fn load_token(user: &str) -> Option<String> {
+    load(&user_key("token", Some(user)))
+}
+
+/// Saves the user's token, or with `None` forgets one the server no longer accepts.
+pub fn save_token(user: &str, token: Option<&str>) {
+    save(&user_key("token", Some(user)), &token)
 }
 
 pub fn load_prefs(user: Option<&str>) -> LocalPreferences {

@@ -7,7 +7,7 @@ use clap::Args;
 use onerec_core::device::{self, DeviceChoice};
 
 use super::DataArgs;
-use crate::serve::{self, BatchConfig, Limits, ServeConfig};
+use crate::serve::{self, BatchConfig, Limits, Quotas, ServeConfig};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -29,9 +29,39 @@ pub struct ServeArgs {
     /// auto, cpu or gpu.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-    /// Bearer token for `/admin/*`; without it admin routes answer 403.
+    /// Where to serve `/metrics` without a token (e.g. 127.0.0.1:9090); without it `/metrics`
+    /// is served on `--addr` behind the admin token.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+    /// Bearer token for `/admin/*` and `/metrics`; without it they answer 403.
     #[arg(long, env = "ONEREC_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// An API key for events and user-scoped reads (repeatable; the environment variable takes
+    /// a comma-separated list). Without any, a key is made for this run and logged.
+    #[arg(long = "api-key", env = "ONEREC_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    /// Secret that signs user tokens; without it one is kept in `--data-dir`/token-secret.
+    #[arg(long, env = "ONEREC_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Requests per second per API key (bursts of twice as many).
+    #[arg(long, default_value_t = Quotas::default().key_per_second)]
+    pub key_rate: u32,
+    /// Requests per second per user token (bursts of twice as many).
+    #[arg(long, default_value_t = Quotas::default().user_per_second)]
+    pub user_rate: u32,
+    /// Events one user may add per hour; 0 for no cap.
+    #[arg(long, default_value_t = Quotas::default().user_events_per_hour)]
+    pub user_events_per_hour: u32,
+    /// Connections served at once; by default three quarters of the open-file limit.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Milliseconds a connection may take to send a request's headers; the same bound closes a
+    /// keep-alive connection idle that long.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Milliseconds a whole request may take, receiving its body included.
+    #[arg(long, default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
     /// Decoding threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -62,22 +92,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let dataset = args.data.load()?;
     let config = ServeConfig {
         snapshot: args.snapshot,
-        dataset,
         data_dir: args.data_dir,
         web_dir: args.web_dir,
         device,
         addr: args.addr,
+        metrics_addr: args.metrics_addr,
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
+        api_keys: args.api_keys.into_iter().filter(|k| !k.is_empty()).collect(),
+        token_secret: args.token_secret,
         limits: Limits {
             max_decodes: args.max_decodes,
             timeout: Duration::from_millis(args.timeout_ms),
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
             ..Limits::default()
         },
+        quotas: Quotas {
+            key_per_second: args.key_rate,
+            user_per_second: args.user_rate,
+            user_events_per_hour: args.user_events_per_hour,
+        },
+        max_connections: args.max_connections,
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
         batching: BatchConfig {
             window: Duration::from_millis(args.batch_window_ms),
             max_batch: args.max_batch.max(1),
             workers: args.workers.max(1),
         },
     };
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(config))
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(config, dataset))
 }

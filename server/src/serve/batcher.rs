@@ -4,8 +4,13 @@
 //!
 //! A fixed pool of worker threads owns the decoding; the async handlers only queue a job and await
 //! its answer, so a slow decode never blocks the runtime.
+//!
+//! Work nobody waits for is not done: a job whose client has hung up (its answer channel is
+//! closed, because the handler's future was dropped) or whose deadline has passed while it queued
+//! is dropped when a worker takes it, and counted in `onerec_decodes_dropped_total`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -32,6 +37,8 @@ pub struct BatchConfig {
 struct Job {
     engine: Arc<Engine>,
     request: DecodeRequest,
+    /// After it, nobody will read the answer.
+    deadline: Instant,
     reply: oneshot::Sender<Vec<Hypothesis>>,
 }
 
@@ -39,33 +46,68 @@ struct Job {
 #[derive(Clone)]
 pub struct Batcher {
     jobs: mpsc::Sender<Job>,
+    /// Worker threads still running; a panic outside a decode (which `catch_unwind` covers)
+    /// would lower it, and readiness reports it.
+    alive: Arc<AtomicUsize>,
+}
+
+/// Lowers the count of live workers when a worker thread ends, however it ends.
+struct AliveGuard(Arc<AtomicUsize>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Batcher {
     pub fn start(config: BatchConfig, metrics: Arc<Metrics>) -> Batcher {
         let (jobs, queue) = mpsc::channel();
         let queue = Arc::new(Mutex::new(queue));
+        let alive = Arc::new(AtomicUsize::new(0));
         for i in 0..config.workers.max(1) {
             let queue = queue.clone();
             let metrics = metrics.clone();
+            alive.fetch_add(1, Ordering::SeqCst);
+            let guard = AliveGuard(alive.clone());
             thread::Builder::new()
                 .name(format!("decoder-{i}"))
-                .spawn(move || work(&queue, config, &metrics))
+                .spawn(move || {
+                    let _guard = guard;
+                    work(&queue, config, &metrics)
+                })
                 .expect("spawn a decoding thread");
         }
-        Batcher { jobs }
+        Batcher { jobs, alive }
     }
 
-    /// Decodes one request with `engine`; `None` when decoding failed.
-    pub async fn decode(&self, engine: Arc<Engine>, request: DecodeRequest) -> Option<Vec<Hypothesis>> {
+    /// Decodes one request with `engine`, unless `deadline` passes before a worker takes it;
+    /// `None` when decoding failed or was dropped.
+    pub async fn decode(
+        &self,
+        engine: Arc<Engine>,
+        request: DecodeRequest,
+        deadline: Instant,
+    ) -> Option<Vec<Hypothesis>> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { engine, request, reply }).ok()?;
+        self.jobs.send(Job { engine, request, deadline, reply }).ok()?;
         answer.await.ok()
+    }
+
+    /// Decoding threads running.
+    pub fn workers_alive(&self) -> usize {
+        self.alive.load(Ordering::SeqCst)
     }
 }
 
 fn work(queue: &Mutex<mpsc::Receiver<Job>>, config: BatchConfig, metrics: &Metrics) {
-    while let Some(mut jobs) = next_batch(queue, config) {
+    while let Some(jobs) = next_batch(queue, config) {
+        let now = Instant::now();
+        let (mut jobs, abandoned): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| !j.reply.is_closed() && j.deadline > now);
+        for job in abandoned {
+            metrics.observe_dropped_decode(if job.reply.is_closed() { "client_gone" } else { "deadline" });
+        }
         // A batch shares one engine; jobs queued across a reload wait for the next round.
         while !jobs.is_empty() {
             let engine = jobs[0].engine.clone();

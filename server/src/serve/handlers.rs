@@ -1,20 +1,24 @@
 //! The HTTP handlers: each validates its input, does one thing, and answers JSON.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use onerec_core::api::{EventBatch, EventKind, EventsStored, Feed, FeedItem, History, ItemInfo, NewEvent, Users};
+use axum::{Extension, Json};
+use onerec_core::api::{
+    EventBatch, EventKind, EventsStored, Feed, FeedItem, History, ItemInfo, NewEvent, UserToken, Users,
+};
 use onerec_core::data::User;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use super::auth::{Caller, constant_time_eq, unix_now};
 use super::engine::Engine;
 use super::error::{ApiJson, ApiQuery, AppError};
+use super::histories::{HISTORY_PAGE, MAX_PAGE};
 use super::store::UserEvent;
 
 type Shared = State<Arc<AppState>>;
@@ -39,8 +43,15 @@ pub struct FeedQuery {
 #[utoipa::path(get, path = "/v1/feed", params(FeedQuery), responses(
     (status = 200, body = Feed), (status = 400, body = onerec_core::api::ApiError),
     (status = 404, body = onerec_core::api::ApiError), (status = 503, body = onerec_core::api::ApiError)))]
-pub async fn feed(State(state): Shared, ApiQuery(query): ApiQuery<FeedQuery>) -> Result<Json<Feed>, AppError> {
+pub async fn feed(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(query): ApiQuery<FeedQuery>,
+) -> Result<Json<Feed>, AppError> {
     let limits = &state.limits;
+    if let Some(user) = &query.user {
+        caller.require_user(user)?;
+    }
     let k = query.k.unwrap_or(10);
     if k == 0 || k > limits.max_k {
         return Err(AppError::bad_request(format!("k must be between 1 and {}, not {k}", limits.max_k)));
@@ -69,22 +80,30 @@ pub async fn feed(State(state): Shared, ApiQuery(query): ApiQuery<FeedQuery>) ->
     let _slot = state.decode_slots.clone().try_acquire_owned().map_err(|_| AppError::overloaded())?;
     let engine = state.engine();
     let request = engine.recommender().request(&user, &history, beam, query.exclude_seen.unwrap_or(true));
-    let decoded = tokio::time::timeout(limits.timeout, state.batcher.decode(engine.clone(), request))
+    let deadline = Instant::now() + limits.timeout;
+    let decoded = tokio::time::timeout(limits.timeout, state.batcher.decode(engine.clone(), request, deadline))
         .await
         .map_err(|_| timed_out("decoding"))?
         .ok_or_else(|| AppError::internal("decoding failed"))?;
     let mut items: Vec<FeedItem> =
         decoded.iter().take(pool).filter_map(|h| engine.feed_item(&state.catalogue, h)).collect();
     let pool = items.split_off(k.min(items.len()));
-    Ok(Json(Feed { user: query.user, items, pool, cold_start: history.is_empty(), model: engine.id.clone() }))
+    let token = query.user.as_deref().map(|u| state.auth.mint(u, unix_now()).token);
+    let cold_start = history.is_empty();
+    Ok(Json(Feed { user: query.user, items, pool, cold_start, model: engine.id.clone(), token }))
 }
 
-/// Stores a batch of events durably (fsynced before the answer); idempotent on `event_id`.
-#[utoipa::path(post, path = "/v1/events", request_body = EventBatch, responses(
+/// Stores a batch of events durably (fsynced before the answer); idempotent on `event_id`. Needs
+/// an API key, or the user token of the one user all the events are for; each user's events
+/// count against their hourly budget.
+#[utoipa::path(post, path = "/v1/events", request_body = EventBatch, security(("bearer" = [])), responses(
     (status = 200, body = EventsStored), (status = 400, body = onerec_core::api::ApiError),
-    (status = 413, body = onerec_core::api::ApiError), (status = 422, body = onerec_core::api::ApiError)))]
+    (status = 401, body = onerec_core::api::ApiError), (status = 403, body = onerec_core::api::ApiError),
+    (status = 413, body = onerec_core::api::ApiError), (status = 422, body = onerec_core::api::ApiError),
+    (status = 429, body = onerec_core::api::ApiError)))]
 pub async fn post_events(
     State(state): Shared,
+    Extension(caller): Extension<Caller>,
     ApiJson(batch): ApiJson<EventBatch>,
 ) -> Result<Json<EventsStored>, AppError> {
     if batch.events.is_empty() || batch.events.len() > state.limits.max_events {
@@ -94,7 +113,20 @@ pub async fn post_events(
             batch.events.len()
         )));
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let mut per_user: Vec<(&str, usize)> = Vec::new();
+    for e in &batch.events {
+        match per_user.iter_mut().find(|(u, _)| *u == e.user) {
+            Some((_, n)) => *n += 1,
+            None => per_user.push((&e.user, 1)),
+        }
+    }
+    for (user, _) in &per_user {
+        caller.require_user(user)?;
+    }
+    for (user, n) in &per_user {
+        state.auth.charge_events(user, *n).inspect_err(|_| state.metrics.observe_rate_limited())?;
+    }
+    let now = unix_now();
     let events = batch
         .events
         .into_iter()
@@ -148,15 +180,45 @@ fn validate(state: &AppState, e: NewEvent, now: i64) -> Result<UserEvent, String
     Ok(UserEvent { user: e.user, event })
 }
 
-/// The events stored for a user since the data set, newest first.
-#[utoipa::path(get, path = "/v1/users/{id}/history", params(("id" = String, Path)), responses(
-    (status = 200, body = History), (status = 404, body = onerec_core::api::ApiError)))]
-pub async fn history(State(state): Shared, Path(id): Path<String>) -> Result<Json<History>, AppError> {
-    let events = state
+/// Query of `GET /v1/users/{id}/history`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Events per page, at most 1000 (default 100).
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// The events stored for a user since the data set, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/users/{id}/history", params(("id" = String, Path), HistoryQuery),
+    security(("bearer" = [])), responses(
+    (status = 200, body = History), (status = 401, body = onerec_core::api::ApiError),
+    (status = 403, body = onerec_core::api::ApiError), (status = 404, body = onerec_core::api::ApiError)))]
+pub async fn history(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<History>, AppError> {
+    caller.require_user(&id)?;
+    let limit = page_limit(query.limit, HISTORY_PAGE)?;
+    let before = match &query.cursor {
+        None => None,
+        Some(c) => Some(c.parse().map_err(|_| AppError::bad_request(format!("cursor {c:?} is not one we gave")))?),
+    };
+    let (events, next) = state
         .histories
-        .recent(&state.catalogue, &id)
+        .recent(&state.catalogue, &id, before, limit)
         .ok_or_else(|| AppError::not_found("unknown_user", format!("no user {id:?}")))?;
-    Ok(Json(History { user: id, events }))
+    Ok(Json(History { user: id, events, next_cursor: next.map(|n| n.to_string()) }))
+}
+
+fn page_limit(asked: Option<usize>, default: usize) -> Result<usize, AppError> {
+    match asked.unwrap_or(default) {
+        limit @ 1..=MAX_PAGE => Ok(limit),
+        limit => Err(AppError::bad_request(format!("limit must be between 1 and {MAX_PAGE}, not {limit}"))),
+    }
 }
 
 /// Query of `GET /v1/users`.
@@ -168,18 +230,49 @@ pub struct UsersQuery {
     limit: Option<usize>,
 }
 
-/// Known users: the data set's, then those who exist only through events.
-#[utoipa::path(get, path = "/v1/users", params(UsersQuery), responses((status = 200, body = Users)))]
-pub async fn users(State(state): Shared, ApiQuery(query): ApiQuery<UsersQuery>) -> Result<Json<Users>, AppError> {
-    let limit = query.limit.unwrap_or(20);
-    if limit > 1000 {
-        return Err(AppError::bad_request(format!("limit must be at most 1000, not {limit}")));
+/// Known users: the data set's, then those who exist only through events, in the order they came.
+/// Needs an API key.
+#[utoipa::path(get, path = "/v1/users", params(UsersQuery), security(("bearer" = [])), responses(
+    (status = 200, body = Users), (status = 401, body = onerec_core::api::ApiError),
+    (status = 403, body = onerec_core::api::ApiError)))]
+pub async fn users(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(query): ApiQuery<UsersQuery>,
+) -> Result<Json<Users>, AppError> {
+    caller.require_key()?;
+    let limit = page_limit(query.limit, 20)?;
+    let offset = query.offset.unwrap_or(0);
+    let known = &state.catalogue.dataset.users;
+    let mut users: Vec<String> = known.iter().skip(offset).take(limit).map(|u| u.id.clone()).collect();
+    let (new, new_total) = state.histories.new_users(offset.saturating_sub(known.len()), limit - users.len());
+    users.extend(new);
+    let total = known.len() + new_total;
+    let next_offset = (offset + users.len() < total && !users.is_empty()).then_some(offset + users.len());
+    Ok(Json(Users { users, total, next_offset }))
+}
+
+/// Body of `POST /v1/tokens`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    user: String,
+}
+
+/// Mints a user token, for the operator's backend to hand to that user's browser (as
+/// `/#token=...`). Needs an API key.
+#[utoipa::path(post, path = "/v1/tokens", request_body = TokenRequest, security(("bearer" = [])), responses(
+    (status = 200, body = UserToken), (status = 400, body = onerec_core::api::ApiError),
+    (status = 401, body = onerec_core::api::ApiError), (status = 403, body = onerec_core::api::ApiError)))]
+pub async fn mint_token(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    ApiJson(request): ApiJson<TokenRequest>,
+) -> Result<Json<UserToken>, AppError> {
+    caller.require_key()?;
+    if request.user.is_empty() || request.user.len() > MAX_ID_LEN {
+        return Err(AppError::bad_request(format!("user must be 1 to {MAX_ID_LEN} bytes long")));
     }
-    let known = state.catalogue.dataset.users.iter().map(|u| u.id.clone());
-    let new = state.histories.new_users(&state.catalogue);
-    let total = state.catalogue.dataset.users.len() + new.len();
-    let users = known.chain(new).skip(query.offset.unwrap_or(0)).take(limit).collect();
-    Ok(Json(Users { users, total }))
+    Ok(Json(state.auth.mint(&request.user, unix_now())))
 }
 
 #[utoipa::path(get, path = "/v1/items/{id}", params(("id" = String, Path)), responses(
@@ -196,19 +289,55 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: a model is loaded and decodes.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, body = onerec_core::api::ApiError)))]
-pub async fn readyz(State(state): Shared) -> Result<&'static str, AppError> {
-    let engine = state.engine();
-    let request = engine.recommender().request(&User { id: String::new(), features: Vec::new() }, &[], 1, false);
-    match state.batcher.decode(engine, request).await {
-        Some(items) if !items.is_empty() => Ok("ready"),
-        _ => Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the decoder does not answer")),
-    }
+/// Query of `GET /readyz`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReadyQuery {
+    /// `1`: also decode a cold-start feed, behind the same queue as the feeds.
+    deep: Option<u8>,
 }
 
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
-pub async fn metrics(State(state): Shared) -> impl IntoResponse {
+/// How long the deep readiness check waits for its decode.
+const DEEP_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Readiness, from state: the decoding workers and the event writer are running (a model is
+/// always loaded once the server listens). It never waits behind feeds, so a probe stays fast
+/// under load; `?deep=1` adds a real decode.
+#[utoipa::path(get, path = "/readyz", params(ReadyQuery), responses((status = 200, description = "ready"),
+    (status = 503, body = onerec_core::api::ApiError)))]
+pub async fn readyz(State(state): Shared, ApiQuery(query): ApiQuery<ReadyQuery>) -> Result<&'static str, AppError> {
+    let not_ready = |detail: &str| AppError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail);
+    if state.batcher.workers_alive() == 0 {
+        return Err(not_ready("no decoding worker is running"));
+    }
+    if !state.writer_alive() {
+        return Err(not_ready("the event writer has stopped"));
+    }
+    if query.deep == Some(1) {
+        let engine = state.engine();
+        let request = engine.recommender().request(&User { id: String::new(), features: Vec::new() }, &[], 1, false);
+        let decode = state.batcher.decode(engine, request, Instant::now() + DEEP_CHECK_TIMEOUT);
+        match tokio::time::timeout(DEEP_CHECK_TIMEOUT, decode).await {
+            Ok(Some(items)) if !items.is_empty() => {}
+            Ok(_) => return Err(not_ready("the decoder failed")),
+            Err(_) => return Err(not_ready("the decoder did not answer within 1 s")),
+        }
+    }
+    Ok("ready")
+}
+
+/// Prometheus text. On the main address it needs the admin token; `--metrics-addr` serves it
+/// apart, without one, for a scraper on a private network.
+#[utoipa::path(get, path = "/metrics", security(("bearer" = [])), responses(
+    (status = 200, description = "Prometheus text format"), (status = 401, body = onerec_core::api::ApiError),
+    (status = 403, body = onerec_core::api::ApiError)))]
+pub async fn metrics(State(state): Shared, headers: HeaderMap) -> Result<impl IntoResponse, AppError> {
+    authorise(&state, &headers)?;
+    Ok(open_metrics(State(state)).await)
+}
+
+/// `/metrics` without a token, for the separate metrics address.
+pub async fn open_metrics(State(state): Shared) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
@@ -273,9 +402,4 @@ fn authorise(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
         Some(_) => Err(AppError::new(StatusCode::FORBIDDEN, "forbidden", "wrong admin token")),
         None => Err(AppError::new(StatusCode::FORBIDDEN, "forbidden", "admin is disabled: start with --admin-token")),
     }
-}
-
-/// Compares secrets without leaking the position of the first difference through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

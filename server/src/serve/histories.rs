@@ -17,23 +17,42 @@ const NEW_USER: u32 = u32::MAX;
 
 #[derive(Default)]
 pub struct Histories {
-    stored: RwLock<HashMap<String, Vec<StoredEvent>>>,
+    index: RwLock<Index>,
 }
+
+#[derive(Default)]
+struct Index {
+    stored: HashMap<String, Vec<StoredEvent>>,
+    /// Users the data set does not have, in the order their first event came: a stable order
+    /// that pages without sorting.
+    new_users: Vec<String>,
+}
+
+/// Events per history page unless asked otherwise, and the most a page holds.
+pub const HISTORY_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1000;
 
 impl Histories {
     /// Records committed events (in write order).
-    pub fn apply(&self, events: &[UserEvent]) {
-        let mut stored = self.stored.write().expect("history lock");
+    pub fn apply(&self, catalogue: &Catalogue, events: &[UserEvent]) {
+        let mut index = self.index.write().expect("history lock");
+        let Index { stored, new_users } = &mut *index;
         for e in events {
-            stored.entry(e.user.clone()).or_default().push(e.event.clone());
+            let history = stored.entry(e.user.clone()).or_insert_with(|| {
+                if catalogue.user(&e.user).is_none() {
+                    new_users.push(e.user.clone());
+                }
+                Vec::new()
+            });
+            history.push(e.event.clone());
         }
     }
 
     /// The user and their whole history, oldest first, or `None` for a user nobody knows.
     pub fn history(&self, catalogue: &Catalogue, id: &str) -> Option<(User, Vec<Event>)> {
         let index = catalogue.user(id);
-        let stored = self.stored.read().expect("history lock");
-        let recent = stored.get(id);
+        let stored = self.index.read().expect("history lock");
+        let recent = stored.stored.get(id);
         if index.is_none() && recent.is_none() {
             return None;
         }
@@ -53,21 +72,32 @@ impl Histories {
         Some((user, events))
     }
 
-    /// The events stored for a user since the data set, newest first; `None` for an unknown user.
-    pub fn recent(&self, catalogue: &Catalogue, id: &str) -> Option<Vec<StoredEvent>> {
-        let stored = self.stored.read().expect("history lock");
-        match stored.get(id) {
-            Some(events) => Some(events.iter().rev().cloned().collect()),
-            None => catalogue.user(id).map(|_| Vec::new()),
-        }
+    /// A page of the events stored for a user since the data set, newest first, starting below
+    /// `before` (a position in the user's append-only list, so a cursor stays valid while new
+    /// events arrive), and the cursor of the next page. `None` for an unknown user.
+    pub fn recent(
+        &self,
+        catalogue: &Catalogue,
+        id: &str,
+        before: Option<usize>,
+        limit: usize,
+    ) -> Option<(Vec<StoredEvent>, Option<usize>)> {
+        let index = self.index.read().expect("history lock");
+        let Some(events) = index.stored.get(id) else {
+            return catalogue.user(id).map(|_| (Vec::new(), None));
+        };
+        let end = before.unwrap_or(events.len()).min(events.len());
+        let start = end.saturating_sub(limit);
+        let page = events[start..end].iter().rev().cloned().collect();
+        Some((page, (start > 0).then_some(start)))
     }
 
-    /// Ids of the users who exist only through stored events, sorted.
-    pub fn new_users(&self, catalogue: &Catalogue) -> Vec<String> {
-        let stored = self.stored.read().expect("history lock");
-        let mut users: Vec<String> = stored.keys().filter(|u| catalogue.user(u).is_none()).cloned().collect();
-        users.sort();
-        users
+    /// A page of the users known only through stored events, in the order they appeared, and
+    /// how many there are.
+    pub fn new_users(&self, offset: usize, limit: usize) -> (Vec<String>, usize) {
+        let index = self.index.read().expect("history lock");
+        let page = index.new_users.iter().skip(offset).take(limit).cloned().collect();
+        (page, index.new_users.len())
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -51,11 +52,16 @@ struct Series {
     decode_seconds: Histogram,
     events_stored: u64,
     events_duplicate: u64,
+    decodes_dropped: BTreeMap<&'static str, u64>,
+    rate_limited: u64,
+    connections_refused: u64,
 }
 
 /// Every series the server exports.
 pub struct Metrics {
     series: Mutex<Series>,
+    /// Changed on every connection, so kept out of the lock.
+    pub connections_open: AtomicI64,
 }
 
 impl Default for Metrics {
@@ -67,8 +73,11 @@ impl Default for Metrics {
             decode_seconds: Histogram::new(LATENCY_BUCKETS),
             events_stored: 0,
             events_duplicate: 0,
+            decodes_dropped: BTreeMap::from([("client_gone", 0), ("deadline", 0)]),
+            rate_limited: 0,
+            connections_refused: 0,
         };
-        Metrics { series: Mutex::new(series) }
+        Metrics { series: Mutex::new(series), connections_open: AtomicI64::new(0) }
     }
 }
 
@@ -92,6 +101,20 @@ impl Metrics {
         let mut s = self.series.lock().expect("metrics lock");
         s.events_stored += stored as u64;
         s.events_duplicate += duplicates as u64;
+    }
+
+    /// A queued decode that nobody waited for any more: `client_gone` or `deadline`.
+    pub fn observe_dropped_decode(&self, reason: &'static str) {
+        *self.series.lock().expect("metrics lock").decodes_dropped.entry(reason).or_default() += 1;
+    }
+
+    pub fn observe_rate_limited(&self) {
+        self.series.lock().expect("metrics lock").rate_limited += 1;
+    }
+
+    /// A connection turned away because the server holds as many as it may.
+    pub fn observe_connection_refused(&self) {
+        self.series.lock().expect("metrics lock").connections_refused += 1;
     }
 
     /// The exposition text.
@@ -118,6 +141,20 @@ impl Metrics {
         out.push_str("# TYPE onerec_events_total counter\n");
         let _ = writeln!(out, "onerec_events_total{{outcome=\"stored\"}} {}", s.events_stored);
         let _ = writeln!(out, "onerec_events_total{{outcome=\"duplicate\"}} {}", s.events_duplicate);
+        out.push_str("# HELP onerec_decodes_dropped_total Queued decodes not computed: the client left or the deadline passed.\n");
+        out.push_str("# TYPE onerec_decodes_dropped_total counter\n");
+        for (reason, n) in &s.decodes_dropped {
+            let _ = writeln!(out, "onerec_decodes_dropped_total{{reason=\"{reason}\"}} {n}");
+        }
+        out.push_str("# HELP onerec_rate_limited_total Requests answered 429.\n");
+        out.push_str("# TYPE onerec_rate_limited_total counter\n");
+        let _ = writeln!(out, "onerec_rate_limited_total {}", s.rate_limited);
+        out.push_str("# HELP onerec_connections_open HTTP connections open now.\n");
+        out.push_str("# TYPE onerec_connections_open gauge\n");
+        let _ = writeln!(out, "onerec_connections_open {}", self.connections_open.load(Ordering::Relaxed));
+        out.push_str("# HELP onerec_connections_refused_total Connections refused at the connection cap.\n");
+        out.push_str("# TYPE onerec_connections_refused_total counter\n");
+        let _ = writeln!(out, "onerec_connections_refused_total {}", s.connections_refused);
         out
     }
 }

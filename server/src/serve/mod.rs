@@ -1,20 +1,28 @@
 //! `onerec serve`: the HTTP service (DESIGN.md §2, Server). One `Router` built by [`router`], small
-//! handlers in [`handlers`], decoding batched on worker threads ([`batcher`]), events kept in a
-//! durable store ([`store`]).
+//! handlers in [`handlers`], credentials and quotas as a layer ([`auth`]), decoding batched on
+//! worker threads ([`batcher`]), events kept in a durable store ([`store`]), connections bounded
+//! by [`listener`].
 
+mod auth;
 mod batcher;
 mod engine;
 mod error;
 mod handlers;
 mod histories;
+mod listener;
 mod metrics;
-mod store;
+mod static_files;
+pub mod store;
+#[cfg(test)]
+mod tests;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -23,14 +31,17 @@ use burn::tensor::Device;
 use onerec_core::data::Dataset;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
-use tower_http::services::{ServeDir, ServeFile};
+use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 
+use auth::Auth;
+pub use auth::Quotas;
 pub use batcher::BatchConfig;
 use batcher::Batcher;
 use engine::{Catalogue, Engine};
 use error::AppError;
 use histories::Histories;
+pub use listener::ConnectionLimits;
 use metrics::Metrics;
 use store::EventStore;
 
@@ -46,7 +57,11 @@ pub struct Limits {
     pub max_decodes: usize,
     /// Requests of any kind in flight; beyond it the answer is 503.
     pub max_requests: usize,
+    /// For one decode or one store write.
     pub timeout: Duration,
+    /// For a whole request, receiving its body included: a client that trickles its body is cut
+    /// off with 408.
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -60,6 +75,7 @@ impl Default for Limits {
             max_decodes: 64,
             max_requests: 512,
             timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -73,16 +89,24 @@ pub struct AppState {
     batcher: Batcher,
     decode_slots: Arc<Semaphore>,
     limits: Limits,
+    auth: Auth,
     admin_token: Option<String>,
     snapshot_path: PathBuf,
+    web_dir: PathBuf,
     device: Device,
     metrics: Arc<Metrics>,
+    /// The event writer's thread: readiness watches it, shutdown joins it.
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl AppState {
     /// The engine now serving; a request keeps the one it took even if a reload swaps it.
     fn engine(&self) -> Arc<Engine> {
         self.engine.read().expect("engine lock").clone()
+    }
+
+    fn writer_alive(&self) -> bool {
+        self.writer.lock().expect("writer lock").as_ref().is_some_and(|w| !w.is_finished())
     }
 
     /// Swaps in `engine`; returns the id of the one it replaced.
@@ -95,14 +119,23 @@ impl AppState {
 /// Everything `onerec serve` is started with.
 pub struct ServeConfig {
     pub snapshot: PathBuf,
-    pub dataset: Dataset,
     pub data_dir: PathBuf,
     pub web_dir: PathBuf,
     pub device: Device,
     pub addr: String,
+    /// Where `/metrics` is served without a token; without it, only behind the admin token.
+    pub metrics_addr: Option<String>,
     pub admin_token: Option<String>,
+    /// API keys; without any, one is made for the run and logged.
+    pub api_keys: Vec<String>,
+    /// Signs user tokens; kept in `data_dir` when not given.
+    pub token_secret: Option<String>,
     pub limits: Limits,
+    pub quotas: Quotas,
     pub batching: BatchConfig,
+    /// The cap on connections; `None` sizes it to the open-file limit.
+    pub max_connections: Option<usize>,
+    pub header_timeout: Duration,
 }
 
 #[derive(OpenApi)]
@@ -116,6 +149,7 @@ pub struct ServeConfig {
         handlers::post_events,
         handlers::history,
         handlers::users,
+        handlers::mint_token,
         handlers::item,
         handlers::healthz,
         handlers::readyz,
@@ -130,71 +164,116 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
+impl AppState {
+    /// Loads the snapshot, opens the event store and starts the decoding workers.
+    pub fn open(config: &ServeConfig, dataset: Dataset) -> anyhow::Result<Arc<AppState>> {
+        let catalogue = Arc::new(Catalogue::new(dataset));
+        let engine = Engine::load(&config.snapshot, &catalogue.dataset, &config.device)?;
+        let histories = Arc::new(Histories::default());
+        let (store, writer) = {
+            let (histories, catalogue) = (histories.clone(), catalogue.clone());
+            EventStore::open(&config.data_dir, Box::new(move |events| histories.apply(&catalogue, events)))?
+        };
+        histories.apply(&catalogue, &store.all()?);
+        let secret = auth::load_secret(config.token_secret.as_deref(), &config.data_dir)?;
+        let metrics = Arc::new(Metrics::default());
+        Ok(Arc::new(AppState {
+            engine: RwLock::new(Arc::new(engine)),
+            catalogue,
+            histories,
+            store,
+            batcher: Batcher::start(config.batching, metrics.clone()),
+            decode_slots: Arc::new(Semaphore::new(config.limits.max_decodes)),
+            limits: config.limits.clone(),
+            auth: Auth::new(config.api_keys.clone(), secret, config.quotas),
+            admin_token: config.admin_token.clone(),
+            snapshot_path: config.snapshot.clone(),
+            web_dir: config.web_dir.clone(),
+            device: config.device.clone(),
+            metrics,
+            writer: Mutex::new(Some(writer)),
+        }))
+    }
+}
+
 /// Loads everything, serves until SIGTERM or Ctrl-C, then lets requests in flight finish and the
 /// event writer drain before returning.
-pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+pub async fn run(mut config: ServeConfig, dataset: Dataset) -> anyhow::Result<()> {
     let started = Instant::now();
-    let catalogue = Arc::new(Catalogue::new(config.dataset));
-    let engine = Engine::load(&config.snapshot, &catalogue.dataset, &config.device)?;
-    let histories = Arc::new(Histories::default());
-    let (store, writer) = {
-        let histories = histories.clone();
-        EventStore::open(&config.data_dir, Box::new(move |events| histories.apply(events)))?
+    let open_files = listener::raise_open_file_limit();
+    let connections = ConnectionLimits {
+        max_connections: config.max_connections.unwrap_or_else(|| listener::default_max_connections(open_files)),
+        header_timeout: config.header_timeout,
     };
-    let stored = store.all()?;
-    histories.apply(&stored);
-    let metrics = Arc::new(Metrics::default());
-    let state = Arc::new(AppState {
-        engine: RwLock::new(Arc::new(engine)),
-        catalogue,
-        histories,
-        store,
-        batcher: Batcher::start(config.batching, metrics.clone()),
-        decode_slots: Arc::new(Semaphore::new(config.limits.max_decodes)),
-        limits: config.limits,
-        admin_token: config.admin_token,
-        snapshot_path: config.snapshot,
-        device: config.device,
-        metrics,
-    });
+    let made_key = if config.api_keys.is_empty() {
+        config.api_keys.push(auth::random_key()?);
+        true
+    } else {
+        false
+    };
+    let state = AppState::open(&config, dataset)?;
+    forget_idle_callers(Arc::downgrade(&state));
     let listener = tokio::net::TcpListener::bind(&config.addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(
         model = %state.engine().id,
-        events = stored.len(),
+        max_connections = connections.max_connections,
         "serving in {:.1} s", started.elapsed().as_secs_f64()
     );
+    if let Some(metrics_addr) = &config.metrics_addr {
+        let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {metrics_addr} for metrics: {e}"))?;
+        tracing::info!("metrics on http://{}/metrics", metrics_listener.local_addr()?);
+        let app = metrics_router(state.clone());
+        tokio::spawn(async move { axum::serve(metrics_listener, app).await });
+    }
     // The line scripts and tests wait for; it names the real port when `--addr` asked for port 0.
     println!("onerec serving on http://{addr}/");
-    let app = router(state.clone(), &config.web_dir);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    if made_key {
+        println!(
+            "no --api-key given; this run's key: open http://{addr}/#key={} for the operator's feed",
+            config.api_keys[0]
+        );
+    }
+    let app = router(state.clone());
+    listener::serve(listener, app, connections, state.metrics.clone(), shutdown_signal()).await;
     // Dropping the last store handle lets the writer commit what is queued and stop.
+    let writer = state.writer.lock().expect("writer lock").take();
     drop(state);
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    if let Some(writer) = writer {
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    }
     tracing::info!("stopped; the event store is flushed");
     Ok(())
 }
 
-/// The one router: API routes, admin, operations, and the web app as the fallback.
-fn router(state: Arc<AppState>, web_dir: &Path) -> Router {
+/// The one router: the API behind the credential layer, admin and operations, and the web app as
+/// the fallback. Every error leaves it as JSON.
+pub fn router(state: Arc<AppState>) -> Router {
     let limits = state.limits.clone();
     let api = Router::new()
         .route("/v1/feed", get(handlers::feed))
         .route("/v1/events", post(handlers::post_events))
         .route("/v1/users", get(handlers::users))
         .route("/v1/users/{id}/history", get(handlers::history))
+        .route("/v1/tokens", post(handlers::mint_token))
         .route("/v1/items/{id}", get(handlers::item))
+        .route("/v1/{*rest}", get(unknown_route).post(unknown_route))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    Router::new()
+        .merge(api)
         .route("/admin/reload", post(handlers::reload))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
-        .route("/v1/{*rest}", get(unknown_route).post(unknown_route));
-    let index = web_dir.join("index.html");
-    api.fallback_service(ServeDir::new(web_dir).fallback(ServeFile::new(index)))
+        .fallback_service(static_files::router(&state.web_dir))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(
             ServiceBuilder::new()
@@ -204,6 +283,23 @@ fn router(state: Arc<AppState>, web_dir: &Path) -> Router {
         )
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Once a minute, drops the rate-limit buckets of callers who have gone quiet, so that they hold
+/// memory only for recent callers. Holds the state weakly, so that shutdown is not kept waiting.
+fn forget_idle_callers(state: std::sync::Weak<AppState>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let Some(state) = state.upgrade() else { return };
+            state.auth.forget_idle();
+        }
+    });
+}
+
+/// `/metrics` alone, without a token, for `--metrics-addr`.
+fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new().route("/metrics", get(handlers::open_metrics)).with_state(state)
 }
 
 async fn unknown_route() -> AppError {
