@@ -65,6 +65,9 @@ pub enum EventKind {
     Rating,
     /// Needs `value`: seconds watched.
     WatchTime,
+    /// Takes back the user's latest like or skip of `item`: the model no longer sees it, and
+    /// the item may be recommended again.
+    Undo,
 }
 
 /// One event as a client sends it.

@@ -42,7 +42,8 @@ pub fn feedback_weight(kind: EventKind, value: Option<f32>) -> f32 {
         EventKind::Like => 1.0,
         EventKind::Skip => -0.5,
         EventKind::Click => 0.25,
-        EventKind::Impression => 0.0,
+        // An undo carries no taste of its own; [`LocalPreferences::take_back`] reverses the event.
+        EventKind::Impression | EventKind::Undo => 0.0,
         EventKind::WatchTime => {
             finite.map_or(0.0, |secs| DWELL_MAX_WEIGHT * (secs.max(0.0) / DWELL_SATURATION_SECS).min(1.0))
         }
@@ -102,6 +103,12 @@ impl LocalPreferences {
     /// Records feedback on `item` at `now` (Unix seconds).
     pub fn observe(&mut self, item: &FeedItem, kind: EventKind, value: Option<f32>, now: f64) {
         self.observe_weighted(&item.embedding, &item.tags, feedback_weight(kind, value), now);
+    }
+
+    /// Reverses an earlier [`observe`](Self::observe) of `kind` on `item` (the user pressed undo).
+    /// It subtracts the weight as of now, so the little decay since the event is not undone.
+    pub fn take_back(&mut self, item: &FeedItem, kind: EventKind, value: Option<f32>, now: f64) {
+        self.observe_weighted(&item.embedding, &item.tags, -feedback_weight(kind, value), now);
     }
 
     /// Records feedback of a given weight on an item described by its quantised embedding and
@@ -223,11 +230,16 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// A short hint for people.
+    /// A short hint for people. A `column=value` tag (as RecBole's token columns give) shows its
+    /// value only: "Because you liked Comedy", "From 1996, like others you liked".
     pub fn hint(&self) -> String {
         match self {
             Reason::Model => "Recommended for you".to_string(),
-            Reason::LikedTag(tag) => format!("Because you liked {tag}"),
+            Reason::LikedTag(tag) => match tag.split_once('=') {
+                Some((column, value)) if column.contains("year") => format!("From {value}, like others you liked"),
+                Some((_, value)) => format!("Because you liked {}", value.replace('_', " ")),
+                None => format!("Because you liked {tag}"),
+            },
             Reason::SimilarToLiked => "Similar to what you liked".to_string(),
         }
     }
@@ -676,5 +688,24 @@ mod tests {
         let probe = item(2, 0.0, &["t"], vec![0, 0, 127]);
         // Embedding: v = e, |v| = 1 → 1/2. Tags: w = 2 → 2/3. Mean: 7/12.
         assert!((prefs.affinity(&probe, 0.0) - 7.0 / 12.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn hints_never_show_a_column_name() {
+        let hint = |tag: &str| Reason::LikedTag(tag.into()).hint();
+        assert_eq!(hint("Comedy"), "Because you liked Comedy");
+        assert_eq!(hint("genre=Film_Noir"), "Because you liked Film Noir");
+        assert_eq!(hint("release_year=1996"), "From 1996, like others you liked");
+    }
+
+    #[test]
+    fn taking_back_a_like_restores_the_taste_before_it() {
+        let it = item(0, 0.0, &["Comedy"], vec![64, -32, 0]);
+        let mut prefs = LocalPreferences::default();
+        let before = prefs.clone();
+        prefs.observe(&it, EventKind::Like, None, 100.0);
+        prefs.take_back(&it, EventKind::Like, None, 100.0);
+        assert!(prefs.vector.iter().all(|x| x.abs() < 1e-6), "{:?}", prefs.vector);
+        assert_eq!(prefs.tags, before.tags);
     }
 }

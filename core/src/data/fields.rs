@@ -33,6 +33,28 @@ pub(crate) fn timestamp(field: &str, origin: &Origin) -> Result<i64> {
     }
 }
 
+/// Articles that library-sorted titles move to the end ("Misérables, Les").
+const TRAILING_ARTICLES: [&str; 17] =
+    ["A", "An", "The", "Les", "La", "Le", "L'", "Il", "Lo", "Das", "Der", "Die", "El", "Los", "Las", "Det", "Den"];
+
+/// A title as people read it: a library-sorted title gets its leading article back, before any
+/// parenthesised suffix such as the year ("Very Brady Sequel, A (1996)" → "A Very Brady Sequel
+/// (1996)"). MovieLens and RecBole's copies of it sort titles so; the item id is left alone.
+pub(crate) fn display_title(raw: &str) -> String {
+    let raw = raw.trim();
+    let (body, suffix) = match raw.find(" (") {
+        Some(i) if raw.ends_with(')') => raw.split_at(i),
+        _ => (raw, ""),
+    };
+    match body.rsplit_once(", ") {
+        Some((rest, article)) if TRAILING_ARTICLES.contains(&article) => {
+            let space = if article.ends_with('\'') { "" } else { " " };
+            format!("{article}{space}{rest}{suffix}")
+        }
+        _ => raw.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +80,25 @@ mod tests {
         assert_eq!(number("inf", "rating", &o).unwrap_err().to_string(), "f:2: rating \"inf\" is not a finite number");
         assert!(number("x", "rating", &o).is_err());
         assert_eq!(id(" ", "user id", &o).unwrap_err().to_string(), "f:2: empty user id");
+    }
+
+    #[test]
+    fn display_titles_put_the_article_back() {
+        for (raw, shown) in [
+            ("Very Brady Sequel, A (1996)", "A Very Brady Sequel (1996)"),
+            ("Misérables, Les (1995)", "Les Misérables (1995)"),
+            ("Postino, Il (1994)", "Il Postino (1994)"),
+            ("Haunted World of Edward D. Wood Jr., The (1995)", "The Haunted World of Edward D. Wood Jr. (1995)"),
+            ("City of Lost Children, The", "The City of Lost Children"),
+            (
+                "Shanghai Triad (Yao a yao yao dao waipo qiao) (1995)",
+                "Shanghai Triad (Yao a yao yao dao waipo qiao) (1995)",
+            ),
+            ("Crumb (1994)", "Crumb (1994)"),
+            ("Ed Wood, Part 2", "Ed Wood, Part 2"),
+            ("Appartement, L'", "L'Appartement"),
+        ] {
+            assert_eq!(display_title(raw), shown);
+        }
     }
 }

@@ -111,7 +111,7 @@ fn item_100k(line: &str, origin: &Origin) -> Result<Item> {
             _ => return Err(origin.error(format!("the {genre} flag is {flag:?}, not 0 or 1"))),
         }
     }
-    Ok(Item { id: fields::id(id, "item id", origin)?.to_string(), title: title.trim().to_string(), tags })
+    Ok(Item { id: fields::id(id, "item id", origin)?.to_string(), title: fields::display_title(title), tags })
 }
 
 /// `MovieID::Title::Genres`, genres separated by `|`.
@@ -119,7 +119,7 @@ fn item_1m(line: &str, origin: &Origin) -> Result<Item> {
     let [id, title, genres] = split(line, "::", origin)?;
     Ok(Item {
         id: fields::id(id, "item id", origin)?.to_string(),
-        title: title.trim().to_string(),
+        title: fields::display_title(title),
         tags: genres.split('|').filter(|g| !g.is_empty()).map(String::from).collect(),
     })
 }
@@ -207,7 +207,7 @@ mod tests {
         assert_eq!(ds.name, "ml-100k-mini");
         // Item 99 is rated but missing from u.item; user 4 has no ratings.
         assert_eq!((ds.n_users(), ds.n_items(), ds.events.len()), (4, 6, 10));
-        assert_eq!(ds.items[3].title, "Misérables, Les (1995)");
+        assert_eq!(ds.items[3].title, "Les Misérables (1995)");
         assert_eq!(ds.items[3].tags, ["Drama", "Musical"]);
         assert_eq!(ds.items[0].tags, ["Animation", "Children's", "Comedy"]);
         assert_eq!(ds.users[0].features, ["age=24", "gender=M", "occupation=technician", "zip=85711"]);
@@ -224,7 +224,7 @@ mod tests {
     fn loads_ml_1m() {
         let ds = load_1m(ML_1M_MINI.as_ref()).unwrap();
         assert_eq!((ds.n_users(), ds.n_items(), ds.events.len()), (2, 3, 5));
-        assert_eq!(ds.items[2].title, "Misérables, Les (1995)");
+        assert_eq!(ds.items[2].title, "Les Misérables (1995)");
         assert_eq!(ds.items[1].tags, ["Adventure", "Children's", "Fantasy"]);
         assert_eq!(ds.users[1].features, ["age=56", "gender=M", "occupation=16", "zip=70072"]);
         assert_eq!(item_ids(&ds, 0), ["1", "2", "73"]);

@@ -93,7 +93,9 @@ fn load_items(path: &Path, builder: &mut DatasetBuilder) -> Result<()> {
     while let Some((row, origin)) = table.next_row()? {
         let mut item = Item {
             id: fields::id(&row[id], "item id", origin)?.to_string(),
-            title: title.map_or_else(String::new, |c| row[c].split_whitespace().collect::<Vec<_>>().join(" ")),
+            title: title.map_or_else(String::new, |c| {
+                fields::display_title(&row[c].split_whitespace().collect::<Vec<_>>().join(" "))
+            }),
             tags: Vec::new(),
         };
         for (c, (name, ty)) in schema.iter().enumerate() {
@@ -157,7 +159,7 @@ mod tests {
         let toy = &ds.items[0];
         assert_eq!((toy.id.as_str(), toy.title.as_str()), ("1", "Toy Story"));
         assert_eq!(toy.tags, ["release_year=1995", "Animation", "Children's", "Comedy"]);
-        assert_eq!(ds.items[2].title, "Misérables, Les");
+        assert_eq!(ds.items[2].title, "Les Misérables");
         assert_eq!(ds.users[0].features, ["age=24", "gender=M", "occupation=technician"]);
         // User 1 rated items 3 and 2 in the same second: file order breaks the tie.
         let u1: Vec<(&str, i64, Feedback)> = (ds.user_events(0).iter())

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use onerec_core::api::{EventKind, StoredEvent};
-use onerec_core::data::{Event, Feedback, User};
+use onerec_core::data::{Event, Feedback, ItemIdx, User};
 
 use super::engine::Catalogue;
 use super::store::UserEvent;
@@ -61,14 +61,13 @@ impl Histories {
             None => (User { id: id.to_string(), features: Vec::new() }, Vec::new()),
         };
         let user_index = index.unwrap_or(NEW_USER);
-        events.extend(recent.into_iter().flatten().filter_map(|e| {
-            Some(Event {
-                user: user_index,
-                item: catalogue.item(&e.item)?,
-                timestamp: e.timestamp,
-                feedback: feedback(e.kind, e.value),
-            })
-        }));
+        for e in recent.into_iter().flatten() {
+            let Some(item) = catalogue.item(&e.item) else { continue };
+            match feedback(e.kind, e.value) {
+                Some(feedback) => events.push(Event { user: user_index, item, timestamp: e.timestamp, feedback }),
+                None => take_back(&mut events, item),
+            }
+        }
         Some((user, events))
     }
 
@@ -102,13 +101,25 @@ impl Histories {
 }
 
 /// The model's feedback for an API event; `value` has been validated for the kinds that need it.
-fn feedback(kind: EventKind, value: Option<f32>) -> Feedback {
-    match kind {
+/// `None` for an undo, which is no feedback but the removal of one.
+fn feedback(kind: EventKind, value: Option<f32>) -> Option<Feedback> {
+    Some(match kind {
         EventKind::Impression => Feedback::Impression,
         EventKind::Click => Feedback::Click,
         EventKind::Like => Feedback::Like,
         EventKind::Skip => Feedback::Skip,
         EventKind::Rating => Feedback::Rating(value.unwrap_or(0.0)),
         EventKind::WatchTime => Feedback::WatchTime(value.unwrap_or(0.0)),
+        EventKind::Undo => return None,
+    })
+}
+
+/// An undo: the latest like or skip of `item` leaves the history the model reads. The stored
+/// events keep both, so `/history` still shows what happened.
+fn take_back(events: &mut Vec<Event>, item: ItemIdx) {
+    if let Some(i) =
+        events.iter().rposition(|e| e.item == item && matches!(e.feedback, Feedback::Like | Feedback::Skip))
+    {
+        events.remove(i);
     }
 }

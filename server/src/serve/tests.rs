@@ -417,3 +417,20 @@ async fn slow_and_idle_connections_are_closed_and_connections_are_capped() {
     let metrics = state.metrics.render();
     assert!(metrics.contains("onerec_connections_refused_total 1\n"), "{metrics}");
 }
+
+#[tokio::test]
+async fn an_undo_takes_a_like_out_of_what_the_model_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = open(&config(dir.path()));
+    let app = router(state.clone());
+    let items = item_ids(&state, 2);
+    let event = |id: &str, item: &str, kind: &str| json!({"event_id": id, "user": "fay", "item": item, "kind": kind});
+    let batch = json!({"events": [event("1", &items[0], "like"), event("2", &items[1], "like"), event("3", &items[0], "undo")]});
+    assert_eq!(call(&app, post("/v1/events", Some(KEY), batch)).await.0, StatusCode::OK);
+    let (_, read) = state.histories.history(&state.catalogue, "fay").unwrap();
+    let liked: Vec<&str> = read.iter().map(|e| state.catalogue.dataset.items[e.item as usize].id.as_str()).collect();
+    assert_eq!(liked, [items[1].as_str()], "the undone like is gone, the other stays");
+    let (_, _, history) = call(&app, get("/v1/users/fay/history", Some(KEY))).await;
+    let kinds: Vec<&str> = history["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["undo", "like", "like"], "the stored history keeps what happened");
+}
