@@ -412,7 +412,7 @@ pub fn align(
                         build_context(user, s.history(dataset), policy.tokenizer, &policy.config.context)
                     })
                     .collect();
-                let targets: Vec<&[Code]> = chunk.iter().map(|s| ids.id_of(s.target)).collect();
+                let targets: Vec<ItemIdx> = chunk.iter().map(|s| s.target).collect();
                 let (nt, l) = model.loss(&Batch::new(&contexts, Some(&targets), ids, policy.config, &ad));
                 step_report.next_token_loss = nt.clone().into_scalar::<f32>() as f64;
                 loss = loss + nt * config.next_token_weight;

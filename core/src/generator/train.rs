@@ -339,10 +339,8 @@ impl TrainingData<'_> {
             })
             .unzip();
         let ids = &self.tokenizer.semantic_ids;
-        let queries: Vec<Vec<Query>> = targets
-            .iter()
-            .map(|t| t.iter().map(|&(sees, item)| Query { sees, target: ids.id_of(item) }).collect())
-            .collect();
+        let queries: Vec<Vec<Query>> =
+            targets.iter().map(|t| t.iter().map(|&(sees, item)| Query { sees, item: Some(item) }).collect()).collect();
         let count = queries.iter().map(Vec::len).sum();
         (Batch::windows(&contexts, &queries, ids, self.model, device), count)
     }

@@ -24,15 +24,16 @@
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::ModelConfig;
+use crate::data::ItemIdx;
 use crate::generator::context::UserContext;
-use crate::tokenizer::{Code, SemanticIds};
+use crate::tokenizer::SemanticIds;
 
 /// One prediction from a context: the item after its first `sees` recent events.
 #[derive(Clone, Copy, Debug)]
-pub struct Query<'a> {
+pub struct Query {
     pub sees: usize,
-    /// The semantic ID to learn, for training.
-    pub target: &'a [Code],
+    /// The item to learn, for training; its semantic ID is looked up when the batch is laid out.
+    pub item: Option<ItemIdx>,
 }
 
 /// What the queries of a training batch should generate, query by query.
@@ -98,19 +99,21 @@ struct Segment {
 
 impl Batch {
     /// Lays out `contexts` with one query each that sees the whole context: the next item, to
-    /// decode, or to learn when `targets` (one per context) are given.
+    /// decode, or to learn when `targets` (one item per context) are given.
     pub fn new(
         contexts: &[UserContext],
-        targets: Option<&[&[Code]]>,
+        targets: Option<&[ItemIdx]>,
         ids: &SemanticIds,
         config: &ModelConfig,
         device: &Device,
     ) -> Batch {
         let queries: Vec<Vec<Query>> = match targets {
-            Some(targets) => {
-                contexts.iter().zip(targets).map(|(c, &target)| vec![Query { sees: c.recent.len(), target }]).collect()
-            }
-            None => contexts.iter().map(|c| vec![Query { sees: c.recent.len(), target: &[] }]).collect(),
+            Some(targets) => contexts
+                .iter()
+                .zip(targets)
+                .map(|(c, &item)| vec![Query { sees: c.recent.len(), item: Some(item) }])
+                .collect(),
+            None => contexts.iter().map(|c| vec![Query { sees: c.recent.len(), item: None }]).collect(),
         };
         Batch::layout(contexts, &queries, targets.is_some(), ids, config, device)
     }
@@ -244,10 +247,8 @@ impl Batch {
                 let sees = query.sees.min(segment.recent);
                 let slot = if sees == 0 { 0 } else { segment.prefix + sees - 1 };
                 query_slots.push(at(slot) as i64);
-                if with_targets {
-                    assert_eq!(query.target.len(), id_len, "a target is a whole semantic ID");
-                    targets.extend(query.target.iter().map(|&c| c as i64));
-                    let item = ids.item_of(query.target).expect("a target is a catalogue item's ID");
+                if let Some(item) = query.item.filter(|_| with_targets) {
+                    targets.extend(ids.id_of(item).iter().map(|&c| c as i64));
                     target_items.push(item as i64);
                 }
             }

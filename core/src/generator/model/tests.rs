@@ -1,6 +1,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::*;
+use crate::data::ItemIdx;
 use crate::generator::context::build_context;
 use crate::test_fixtures::tiny_setup;
 use crate::tokenizer::Code;
@@ -54,7 +55,7 @@ fn no_query_or_event_state_sees_its_future() {
     let window = |events: &[crate::data::Event]| {
         let context = build_context(&dataset.users[2], events, &tokenizer, &config.context);
         let queries: Vec<Query> =
-            (0..=n).map(|sees| Query { sees, target: ids.id_of(dataset.user_events(2)[12 + sees % 3].item) }).collect();
+            (0..=n).map(|sees| Query { sees, item: Some(dataset.user_events(2)[12 + sees % 3].item) }).collect();
         Batch::windows(&[context], &[queries], ids, &config, &device)
     };
     let mut changed = history.to_vec();
@@ -96,9 +97,9 @@ fn a_window_query_is_the_prefix_context_alone() {
     let ids = &tokenizer.semantic_ids;
     let events = &dataset.user_events(3)[..config.context.short_len];
     let user = &dataset.users[3];
-    let target = ids.id_of(dataset.user_events(3)[20].item);
+    let target = dataset.user_events(3)[20].item;
     let context = build_context(user, events, &tokenizer, &config.context);
-    let queries: Vec<Query> = (0..=events.len()).map(|sees| Query { sees, target }).collect();
+    let queries: Vec<Query> = (0..=events.len()).map(|sees| Query { sees, item: Some(target) }).collect();
     let window = Batch::windows(&[context], &[queries], ids, &config, &device);
     let (window_loss, _) = model.loss(&window);
     let alone: Vec<_> =
@@ -148,8 +149,7 @@ fn loss_is_finite_and_expert_loads_are_shares() {
     let contexts: Vec<_> = (0..4u32)
         .map(|u| build_context(&dataset.users[u as usize], &dataset.user_events(u)[..5], &tokenizer, &config.context))
         .collect();
-    let targets: Vec<&[u16]> =
-        (0..4u32).map(|u| tokenizer.semantic_ids.id_of(dataset.user_events(u)[5].item)).collect();
+    let targets: Vec<ItemIdx> = (0..4u32).map(|u| dataset.user_events(u)[5].item).collect();
     let batch = Batch::new(&contexts, Some(&targets), &tokenizer.semantic_ids, &config, &device);
     let (loss, loads) = model.loss(&batch);
     let loss = loss.into_scalar::<f32>();

@@ -31,7 +31,7 @@ fn wgpu_matches_flex_on_a_forward_pass_and_a_training_step() {
     let contexts: Vec<_> = (0..3u32)
         .map(|u| build_context(&dataset.users[u as usize], &dataset.user_events(u)[..4], &tokenizer, &config.context))
         .collect();
-    let targets: Vec<&[u16]> = (0..3u32).map(|u| ids.id_of(dataset.user_events(u)[4].item)).collect();
+    let targets: Vec<crate::data::ItemIdx> = (0..3u32).map(|u| dataset.user_events(u)[4].item).collect();
 
     let on = |device: &Device| Batch::new(&contexts, Some(&targets), ids, &config, device);
     let ((flex_states, _), (gpu_states, _)) =
