@@ -97,11 +97,14 @@ impl Recommender<'_> {
         if rows.is_empty() {
             return;
         }
-        let index = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v.clone(), [v.len()]), self.device);
+        let index = |v: Vec<i64>| {
+            let len = v.len();
+            Tensor::<1, Int>::from_data(TensorData::new(v, [len]), self.device)
+        };
         let users = index(rows.iter().map(|&(u, _)| u as i64).collect());
         let items =
             index(rows.iter().map(|&(u, h)| found[u][h].item.expect("constrained IDs are items") as i64).collect());
-        let scores = self.model.item_score(states.select(0, users), items);
+        let scores = self.model.item_score(states, users, items);
         let scores = scores.into_data().try_to_vec::<f32>().expect("f32 scores");
         for (&(user, h), score) in rows.iter().zip(scores) {
             let hypothesis = &mut found[user][h];

@@ -327,11 +327,12 @@ impl OneRec {
         self.item_norm.forward(states).matmul(table.narrow(0, 1, items).transpose())
     }
 
-    /// Scores of one item per row: `items[r]` for state `r`.
-    pub fn item_score(&self, states: Tensor<2>, items: Tensor<1, Int>) -> Tensor<1> {
-        let rows = states.dims()[0];
+    /// Scores of one item per pair: `items[p]` for the state `states[rows[p]]`. Each state is
+    /// normalised once, however many of its items are scored (a beam scores many).
+    pub fn item_score(&self, states: Tensor<2>, rows: Tensor<1, Int>, items: Tensor<1, Int>) -> Tensor<1> {
+        let pairs = items.dims()[0];
         let embeddings = self.item_embedding.weight.val().select(0, items.add_scalar(1));
-        (self.item_norm.forward(states) * embeddings).sum_dim(1).reshape([rows])
+        (self.item_norm.forward(states).select(0, rows) * embeddings).sum_dim(1).reshape([pairs])
     }
 
     /// The training loss, with the expert loads of the stream: the teacher-forced next-token

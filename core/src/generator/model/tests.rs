@@ -180,3 +180,24 @@ fn presets_parse_and_parameters_are_counted_exactly() {
     let count = base.parameter_count();
     assert!((80_000_000..150_000_000).contains(&count), "{count}");
 }
+
+#[test]
+fn scoring_item_pairs_agrees_with_the_full_item_scores() {
+    let _rng = crate::test_fixtures::device_rng();
+    let (dataset, tokenizer, config, device) = setup();
+    let model = config.init(&device);
+    let contexts: Vec<_> = (0..3u32)
+        .map(|u| build_context(&dataset.users[u as usize], &dataset.user_events(u)[..6], &tokenizer, &config.context))
+        .collect();
+    let (states, _) = model.encode(&Batch::new(&contexts, None, &tokenizer.semantic_ids, &config, &device));
+    let all: Vec<f32> = model.item_scores(states.clone()).into_data().try_to_vec().unwrap();
+    let pairs: [(i64, i64); 5] = [(0, 3), (2, 0), (0, 7), (1, 1), (2, 5)];
+    let index = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [pairs.len()]), &device);
+    let rows = index(pairs.iter().map(|p| p.0).collect());
+    let items = index(pairs.iter().map(|p| p.1).collect());
+    let scored: Vec<f32> = model.item_score(states, rows, items).into_data().try_to_vec().unwrap();
+    for ((row, item), score) in pairs.iter().zip(scored) {
+        let expected = all[*row as usize * config.items + *item as usize];
+        assert!((score - expected).abs() < 1e-5, "state {row}, item {item}: {score} against {expected}");
+    }
+}
