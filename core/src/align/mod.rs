@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Format};
 use crate::data::{Dataset, Event, ItemIdx, UserIdx};
+use crate::decode::{Decoding, Exclusion, Search};
 use crate::error::{Error, Result};
 use crate::generator::context::{Sample, UserContext, build_context, training_samples};
 use crate::generator::model::{Batch, ModelConfig, OneRec};
@@ -266,14 +267,16 @@ fn draw(
             let repeated = policy::repeat_rows(&states, &rows, device);
             (rows, policy::sample(model, &repeated, ids.id_len(), config.temperature, trie, rng))
         }
-        Source::Beam => users
-            .iter()
-            .enumerate()
-            .flat_map(|(user, &u)| {
-                let beam = recommender.recommend(&policy.dataset.users[u as usize], history(u), config.group, true);
-                beam.into_iter().map(move |h| (user, h.id))
-            })
-            .unzip(),
+        Source::Beam => {
+            // The beams start from the states above: each stream is encoded once per step.
+            let excluded: Vec<Exclusion> = users.iter().map(|&u| recommender.exclusion(history(u))).collect();
+            let searches: Vec<Search> = excluded
+                .iter()
+                .map(|excluded| Search { beam: config.group, excluded, decoding: Decoding::Constrained })
+                .collect();
+            let beams = recommender.search(states.clone(), &searches);
+            beams.into_iter().enumerate().flat_map(|(user, beam)| beam.into_iter().map(move |h| (user, h.id))).unzip()
+        }
     };
     let items: Vec<Option<ItemIdx>> = chosen.iter().map(|id| ids.item_of(id)).collect();
     // The old log-probability is the whole policy's, item term included (see `policy`).

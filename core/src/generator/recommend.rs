@@ -35,13 +35,14 @@ impl Recommender<'_> {
     /// A constrained decode of up to `beam` items for the user; items in `history` are left out
     /// when `exclude_history` is set.
     pub fn request(&self, user: &User, history: &[Event], beam: usize, exclude_history: bool) -> DecodeRequest {
-        let ids = &self.tokenizer.semantic_ids;
-        let excluded = if exclude_history {
-            Exclusion::new(ids.trie(), history.iter().map(|e| ids.id_of(e.item)))
-        } else {
-            Exclusion::default()
-        };
+        let excluded = if exclude_history { self.exclusion(history) } else { Exclusion::default() };
         DecodeRequest { context: self.context(user, history), beam, excluded, decoding: Decoding::Constrained }
+    }
+
+    /// The items of `history`, as the search leaves them out.
+    pub fn exclusion(&self, history: &[Event]) -> Exclusion {
+        let ids = &self.tokenizer.semantic_ids;
+        Exclusion::new(ids.trie(), history.iter().map(|e| ids.id_of(e.item)))
     }
 
     /// The user's context as the model reads it.
@@ -75,23 +76,28 @@ impl Recommender<'_> {
             return Vec::new();
         }
         let contexts: Vec<UserContext> = requests.iter().map(|r| r.context.clone()).collect();
-        let states = self.states(&contexts);
         let searches: Vec<Search> =
             requests.iter().map(|r| Search { beam: r.beam, excluded: &r.excluded, decoding: r.decoding }).collect();
+        self.search(self.states(&contexts), &searches)
+    }
+
+    /// The searches of [`Recommender::recommend_batch`] from states already computed, one row
+    /// per search, for a caller that holds them (alignment draws from the states it trains on).
+    pub fn search(&self, states: Tensor<2>, searches: &[Search]) -> Vec<Vec<Hypothesis>> {
         let mut decoder = IdDecoder::new(self.model.head(), states.clone());
-        let mut found = beam_search_batch(&mut decoder, self.tokenizer.semantic_ids.trie(), &searches);
-        self.rank(states, requests, &mut found);
+        let mut found = beam_search_batch(&mut decoder, self.tokenizer.semantic_ids.trie(), searches);
+        self.rank(states, searches, &mut found);
         found
     }
 
     /// Orders each constrained search's items by the product of the model's two experts,
     /// `log π(ID) + score(item)` (see [`crate::generator::model`]). A free search keeps the
     /// search's order: its IDs need not name items.
-    fn rank(&self, states: Tensor<2>, requests: &[DecodeRequest], found: &mut [Vec<Hypothesis>]) {
+    fn rank(&self, states: Tensor<2>, searches: &[Search], found: &mut [Vec<Hypothesis>]) {
         let rows: Vec<(usize, usize)> = found
             .iter()
             .enumerate()
-            .filter(|(user, _)| requests[*user].decoding == Decoding::Constrained)
+            .filter(|(user, _)| searches[*user].decoding == Decoding::Constrained)
             .flat_map(|(user, hypotheses)| (0..hypotheses.len()).map(move |h| (user, h)))
             .collect();
         if rows.is_empty() {
@@ -111,7 +117,7 @@ impl Recommender<'_> {
             hypothesis.score = hypothesis.log_prob + score;
         }
         for (user, hypotheses) in found.iter_mut().enumerate() {
-            if requests[user].decoding == Decoding::Constrained {
+            if searches[user].decoding == Decoding::Constrained {
                 hypotheses.sort_by(|a, b| b.score.total_cmp(&a.score));
             }
         }
