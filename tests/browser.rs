@@ -16,6 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{API_KEY, client, get, path, post, trained_fixture};
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -196,6 +198,55 @@ impl Browser {
         self.client.find(Locator::Css(&css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
         self.wait_until(&format!("!document.querySelector('article.card[data-id=\"{item}\"]')"), "the card to leave")
             .await;
+    }
+
+    /// Presses keys one after another, as a person would, on whatever has the focus.
+    async fn press(&self, keys: &[char]) {
+        let mut actions = KeyActions::new("keyboard".into());
+        for &value in keys {
+            actions = actions.then(KeyAction::Down { value }).then(KeyAction::Up { value });
+        }
+        self.client.perform_actions(actions).await.unwrap();
+    }
+
+    /// The card the keyboard acts on.
+    async fn focused(&self) -> Value {
+        self.js("return document.querySelector('article.card.focused')?.dataset.id ?? null;").await
+    }
+
+    /// Waits until the keyboard's card is `item`.
+    async fn wait_focus(&self, item: &str) {
+        let expr = format!("document.querySelector('article.card.focused')?.dataset.id === {}", json!(item));
+        self.wait_until(&expr, &format!("the focus on {item}")).await;
+    }
+
+    /// The activity panel, top first, as (item, kind).
+    async fn activity(&self) -> Vec<(String, String)> {
+        let rows = self
+            .js("return [...document.querySelectorAll('#activity li')].map(li => [li.dataset.id, li.dataset.kind]);")
+            .await;
+        serde_json::from_value(rows).unwrap()
+    }
+
+    /// Waits until the activity panel lists `rows`, top first.
+    async fn wait_activity(&self, rows: &[(&str, &str)]) {
+        let expr = format!(
+            "JSON.stringify([...document.querySelectorAll('#activity li')].map(li => [li.dataset.id, li.dataset.kind])) === {}",
+            json!(json!(rows).to_string())
+        );
+        self.wait_until(&expr, &format!("the activity panel to list {rows:?}")).await;
+    }
+
+    /// Shows every page of `user`'s feed, so that a card's absence means the item is not in it:
+    /// waits for a card per saved candidate not reacted to.
+    async fn show_all(&self, user: &str) {
+        self.js("for (let i = 0; i < 30; i++) document.getElementById('load-more').click();").await;
+        let left = format!(
+            "(() => {{ const saved = k => JSON.parse(localStorage.getItem(`onerec.${{k}}.{user}`));
+                const reacted = new Set(saved('reactions').map(r => r.item.id));
+                return saved('pool').filter(i => !reacted.has(i.id)).length; }})()"
+        );
+        self.wait_until(&format!("document.querySelectorAll('article.card').length === {left}"), "every page").await;
     }
 
     /// Opens `user`'s feed through the operator's link.
@@ -535,6 +586,165 @@ async fn a_user_token_link_opens_that_users_feed_and_no_other() {
     assert!(!browser.requested("/v1/feed", Some(&other)).await, "no request for another user's feed");
     assert!(stored_events(&server.url, &other).is_empty());
     assert_eq!(browser.js(&format!("return {only_foreign};")).await, json!(true), "the refused event still waits");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs dist/ (trunk build --release) and chromium; .ci/run runs it"]
+async fn the_activity_panel_lists_reactions_and_undo_brings_an_item_back() {
+    let _serial = SERIAL.lock().await;
+    let (_data_dir, server, user, browser) = open(free_port(), 5).await;
+    assert!(browser.activity().await.is_empty());
+    let placeholder = browser.js("return document.querySelector('#activity .quiet').innerText;").await;
+    assert!(placeholder.as_str().unwrap().contains("Likes and skips"), "{placeholder}");
+
+    let liked = browser.card_ids().await[0].clone();
+    let title_of = |id: &str| format!("return document.querySelector('article.card[data-id=\"{id}\"] h2').innerText;");
+    let title = browser.js(&title_of(&liked)).await;
+    browser.react(&liked, "like").await;
+    let skipped = browser.card_ids().await[0].clone();
+    browser.react(&skipped, "skip").await;
+    browser.wait_activity(&[(&skipped, "skip"), (&liked, "like")]).await;
+    let row = format!("#activity li[data-id=\"{liked}\"]");
+    assert_eq!(browser.js(&format!("return document.querySelector('{row} .title').innerText;")).await, title);
+    let label = browser.js(&format!("return document.querySelector('{row} .kind').innerText;")).await;
+    assert!(label.as_str().unwrap().contains("Liked"), "{label}");
+    browser.screenshot("activity.png").await;
+
+    // Undo the like from the panel: it leaves the panel and the item is back in the feed.
+    browser.client.find(Locator::Css(&format!("{row} button.undo"))).await.unwrap().click().await.unwrap();
+    browser.wait_activity(&[(&skipped, "skip")]).await;
+    browser.show_all(&user).await;
+    let shown = browser.card_ids().await;
+    assert!(shown.contains(&liked) && !shown.contains(&skipped), "the undone item is back, the skipped one not");
+
+    // The server stored the undo after the like and the skip, and its model no longer excludes
+    // the item from the user's feed.
+    browser.wait_count("queued", 0).await;
+    let stored: Vec<(String, String)> = stored_events(&server.url, &user).into_iter().map(|e| (e.1, e.2)).collect();
+    let expected = [(&liked, "like"), (&skipped, "skip"), (&liked, "undo")].map(|(i, k)| (i.clone(), k.to_string()));
+    assert_eq!(stored, expected);
+    let (status, feed) = get(&client(), &format!("{}/v1/feed?user={user}&k=10&pool=200", server.url));
+    assert_eq!(status, 200, "{feed}");
+    let offered: Vec<&str> = feed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(feed["pool"].as_array().unwrap())
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert!(offered.contains(&liked.as_str()) && !offered.contains(&skipped.as_str()), "{offered:?}");
+
+    // The panel is kept on the device.
+    browser.client.refresh().await.unwrap();
+    browser
+        .wait_until("document.getElementById('status').dataset.source === 'server'", "the feed after a reload")
+        .await;
+    browser.wait_activity(&[(&skipped, "skip")]).await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs dist/ (trunk build --release) and chromium; .ci/run runs it"]
+async fn keyboard_shortcuts_like_skip_move_and_undo() {
+    let _serial = SERIAL.lock().await;
+    let (_data_dir, server, user, browser) = open(free_port(), 6).await;
+    let keys = browser.js("return document.getElementById('keys').innerText;").await;
+    assert!(["like", "skip", "next", "undo"].iter().all(|k| keys.as_str().unwrap().contains(k)), "{keys}");
+
+    // The focus starts on the first card and moves with j, ↓ and k.
+    let cards = browser.card_ids().await;
+    assert_eq!(browser.focused().await, json!(cards[0]));
+    browser.press(&['j']).await;
+    browser.wait_focus(&cards[1]).await;
+    browser.press(&[Key::Down.into()]).await;
+    browser.wait_focus(&cards[2]).await;
+    browser.press(&['k']).await;
+    browser.wait_focus(&cards[1]).await;
+
+    // l likes the focused card, and the card after it takes the focus; s skips that one.
+    let liked = cards[1].clone();
+    browser.press(&['l']).await;
+    browser
+        .wait_until(&format!("!document.querySelector('article.card[data-id=\"{liked}\"]')"), "the liked card to leave")
+        .await;
+    let skipped = browser.card_ids().await[1].clone();
+    browser.wait_focus(&skipped).await;
+    browser.press(&['s']).await;
+    browser.wait_activity(&[(&skipped, "skip"), (&liked, "like")]).await;
+
+    // u undoes the latest: the skip.
+    browser.press(&['u']).await;
+    browser.wait_activity(&[(&liked, "like")]).await;
+    browser
+        .wait_until(&format!("document.querySelector('article.card[data-id=\"{skipped}\"]')"), "the card back")
+        .await;
+    browser.wait_count("queued", 0).await;
+    let stored: Vec<(String, String)> = stored_events(&server.url, &user).into_iter().map(|e| (e.1, e.2)).collect();
+    let expected = [(&liked, "like"), (&skipped, "skip"), (&skipped, "undo")].map(|(i, k)| (i.clone(), k.to_string()));
+    assert_eq!(stored, expected);
+
+    // Keys typed into a field are text: "lsju" in the user box likes, skips and moves nothing.
+    let focused = browser.focused().await;
+    browser.client.find(Locator::Id("user-id")).await.unwrap().click().await.unwrap();
+    browser.press(&['l', 's', 'j', 'u']).await;
+    assert_eq!(browser.js("return document.getElementById('user-id').value;").await, json!("lsju"));
+    assert_eq!(browser.activity().await.len(), 1);
+    assert_eq!(browser.focused().await, focused);
+
+    // Signing in as that user, whom the server does not know: its refusal shows in its own words.
+    browser.press(&[Key::Enter.into()]).await;
+    browser.wait_until("document.getElementById('error')", "the error banner").await;
+    let banner = browser.js("return document.getElementById('error').innerText;").await;
+    let banner = banner.as_str().unwrap();
+    assert!(banner.contains("No user \"lsju\"") && !banner.contains('{') && !banner.contains("HTTP"), "{banner}");
+    assert_eq!(browser.js("return document.getElementById('net').dataset.online;").await, json!("true"));
+    browser.screenshot("error.png").await;
+    browser.client.find(Locator::Css("#error button.dismiss")).await.unwrap().click().await.unwrap();
+    browser.wait_until("!document.getElementById('error')", "the banner to be dismissed").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs dist/ (trunk build --release) and chromium; .ci/run runs it"]
+async fn a_user_with_nothing_left_sees_the_empty_state() {
+    let _serial = SERIAL.lock().await;
+    let (_data_dir, server, user, browser) = open(free_port(), 7).await;
+    let pool = browser.js(&format!("return JSON.parse(localStorage.getItem('onerec.pool.{user}')).length;")).await;
+    let n = pool.as_u64().unwrap() as usize;
+    assert!(browser.js("return document.getElementById('empty');").await.is_null(), "no empty state while cards show");
+
+    // Skip every candidate, by keyboard.
+    browser.press(&vec!['s'; n]).await;
+    browser.wait_until("document.getElementById('empty')", "the empty state").await;
+    assert!(browser.card_ids().await.is_empty());
+    let text = browser.js("return document.getElementById('empty').innerText;").await;
+    assert!(text.as_str().unwrap().contains(&format!("seen all {n} candidates")), "{text}");
+    browser.screenshot("empty.png").await;
+    browser.wait_count("queued", 0).await;
+    let stored = stored_events(&server.url, &user);
+    assert_eq!(stored.len(), n);
+    assert!(stored.iter().all(|e| e.2 == "skip"));
+
+    // Fetch more: the server, which stored every skip, offers none of those items again.
+    browser.client.find(Locator::Id("fetch-more")).await.unwrap().click().await.unwrap();
+    let skipped: Vec<String> = stored.into_iter().map(|e| e.1).collect();
+    let pool = format!("JSON.parse(localStorage.getItem('onerec.pool.{user}')).map(i => i.id)");
+    let fresh = format!("{pool}.every(id => !{}.includes(id))", json!(skipped));
+    browser.wait_until(&fresh, "a new pool without the skipped items").await;
+    // The whole catalogue (120 items) fits in one pool: nothing is left.
+    assert_eq!(browser.js(&format!("return {pool};")).await, json!([]));
+    browser
+        .wait_until("document.getElementById('empty')?.innerText.includes('No candidates left')", "nothing new")
+        .await;
+
+    // Undo the latest skip: that item comes back, though the new pool does not hold it.
+    let latest = browser.activity().await[0].0.clone();
+    assert_eq!(&latest, skipped.last().unwrap());
+    browser.client.find(Locator::Css("#activity li button.undo")).await.unwrap().click().await.unwrap();
+    browser
+        .wait_until(&format!("document.querySelector('article.card[data-id=\"{latest}\"]')"), "the undone card")
+        .await;
     browser.close().await;
 }
 

@@ -1,16 +1,19 @@
-//! The feed: cards re-ranked on the device, like/skip, load more, a user picker (or the one user
-//! a token link opened) and a network indicator.
+//! The feed: cards re-ranked on the device, like/skip (by button or key), load more, the user's
+//! activity with undo, a user picker (or the one user a token link opened), a network indicator
+//! and the server's own words when it refuses.
 
 use std::time::Duration;
 
+use leptos::either::Either;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use onerec_core::api::{EventKind, FeedItem, NewEvent};
 use onerec_core::rescore::{LocalPreferences, Reason, RerankConfig, rerank};
+use wasm_bindgen::JsCast;
 
 use crate::auth::{self, Access};
 use crate::net::{self, Flushed, NetError};
-use crate::store;
+use crate::store::{self, Reaction};
 
 /// Cards per page.
 const PAGE: usize = 10;
@@ -18,6 +21,9 @@ const PAGE: usize = 10;
 const POOL: usize = 200;
 /// How often queued events are retried while the server is unreachable.
 const RETRY: Duration = Duration::from_secs(3);
+/// Reactions kept for the activity panel when a new pool comes; older ones are kept only while
+/// their item is in the pool, to keep it out of the feed.
+const LISTED: usize = 50;
 
 /// Where the items on screen came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,9 +40,11 @@ struct Feed {
     user: RwSignal<Option<String>>,
     pool: RwSignal<Vec<FeedItem>>,
     prefs: RwSignal<LocalPreferences>,
-    /// Items the user already liked or skipped, in order; they leave the feed.
-    consumed: RwSignal<Vec<String>>,
+    /// The user's likes and skips, newest first; their items leave the feed until undone.
+    reactions: RwSignal<Vec<Reaction>>,
     shown: RwSignal<usize>,
+    /// The position of the card the keyboard acts on.
+    focus: RwSignal<usize>,
     online: RwSignal<bool>,
     reachable: RwSignal<bool>,
     queued: RwSignal<usize>,
@@ -52,8 +60,9 @@ impl Feed {
             user: RwSignal::new(None),
             pool: RwSignal::new(Vec::new()),
             prefs: RwSignal::new(LocalPreferences::default()),
-            consumed: RwSignal::new(Vec::new()),
+            reactions: RwSignal::new(Vec::new()),
             shown: RwSignal::new(PAGE),
+            focus: RwSignal::new(0),
             online: RwSignal::new(online),
             reachable: RwSignal::new(true),
             queued: RwSignal::new(store::load_queue().len()),
@@ -70,8 +79,9 @@ impl Feed {
         let u = user.as_deref();
         self.prefs.set(store::load_prefs(u));
         self.pool.set(store::load_pool(u));
-        self.consumed.set(store::load_consumed(u));
+        self.reactions.set(store::load_reactions(u));
         self.shown.set(PAGE);
+        self.focus.set(0);
         self.source.set(Source::Loading);
         self.error.set(None);
         self.user.set(user);
@@ -90,9 +100,16 @@ impl Feed {
                     let mut pool = feed.items;
                     pool.extend(feed.pool);
                     store::save_pool(user.as_deref(), &pool);
-                    // A new pool holds new candidates: forget reactions to items no longer in it.
-                    self.consumed.update(|c| c.retain(|id| pool.iter().any(|item| &item.id == id)));
-                    store::save_consumed(user.as_deref(), &self.consumed.get_untracked());
+                    // A new pool holds new candidates: forget reactions to items no longer in it,
+                    // but for the newest, which the activity panel lists.
+                    let mut rank = 0;
+                    self.reactions.update(|r| {
+                        r.retain(|reaction| {
+                            rank += 1;
+                            rank <= LISTED || pool.iter().any(|item| item.id == reaction.item.id)
+                        })
+                    });
+                    store::save_reactions(user.as_deref(), &self.reactions.get_untracked());
                     self.pool.set(pool);
                     self.model.set(feed.model);
                     self.source.set(Source::Server);
@@ -117,24 +134,46 @@ impl Feed {
         let now = store::now_secs();
         let user = self.user.get_untracked();
         self.prefs.update(|p| p.observe(item, kind, None, now));
-        self.consumed.update(|c| c.push(item.id.clone()));
+        self.reactions.update(|r| r.insert(0, Reaction { item: item.clone(), kind }));
         store::save_prefs(user.as_deref(), &self.prefs.get_untracked());
-        store::save_consumed(user.as_deref(), &self.consumed.get_untracked());
-        // Anonymous taste stays on the device: the server stores events per user.
-        if let Some(user) = user {
-            let mut queue = store::load_queue();
-            queue.push(NewEvent {
-                event_id: store::new_event_id(),
-                user,
-                item: item.id.clone(),
-                kind,
-                value: None,
-                timestamp: Some(now as i64),
-            });
-            store::save_queue(&queue);
-            self.queued.set(queue.len());
-            self.flush();
+        store::save_reactions(user.as_deref(), &self.reactions.get_untracked());
+        self.send(user, &item.id, kind, now);
+    }
+
+    /// Takes back the reaction to item `id`: the local state forgets it, the item returns to the
+    /// feed, and an undo joins the queue so that the server's model forgets it too.
+    fn undo(self, id: &str) {
+        let taken = self.reactions.try_update(|r| r.iter().position(|x| x.item.id == id).map(|i| r.remove(i)));
+        let Some(Reaction { item, kind }) = taken.flatten() else { return };
+        let now = store::now_secs();
+        let user = self.user.get_untracked();
+        self.prefs.update(|p| p.take_back(&item, kind, None, now));
+        store::save_prefs(user.as_deref(), &self.prefs.get_untracked());
+        store::save_reactions(user.as_deref(), &self.reactions.get_untracked());
+        // The pool that held the item may have been replaced since, by one without it.
+        if self.pool.with_untracked(|pool| pool.iter().all(|i| i.id != item.id)) {
+            self.pool.update(|pool| pool.push(item.clone()));
+            store::save_pool(user.as_deref(), &self.pool.get_untracked());
         }
+        self.send(user, &item.id, EventKind::Undo, now);
+    }
+
+    /// Queues an event for the server and tries to send it. Anonymous taste stays on the device:
+    /// the server stores events per user.
+    fn send(self, user: Option<String>, item: &str, kind: EventKind, now: f64) {
+        let Some(user) = user else { return };
+        let mut queue = store::load_queue();
+        queue.push(NewEvent {
+            event_id: store::new_event_id(),
+            user,
+            item: item.to_string(),
+            kind,
+            value: None,
+            timestamp: Some(now as i64),
+        });
+        store::save_queue(&queue);
+        self.queued.set(queue.len());
+        self.flush();
     }
 
     fn flush(self) {
@@ -151,11 +190,12 @@ impl Feed {
         });
     }
 
-    /// The pool without consumed items, re-ranked on the device; the first `shown` of them.
+    /// The pool without the items reacted to, re-ranked on the device; the first `shown` of them.
     fn ranked(self) -> Vec<(FeedItem, Reason)> {
-        let consumed = self.consumed.get();
-        let candidates: Vec<FeedItem> =
-            self.pool.get().into_iter().filter(|item| !consumed.contains(&item.id)).collect();
+        let candidates: Vec<FeedItem> = self.reactions.with(|reactions| {
+            let reacted = |item: &FeedItem| reactions.iter().any(|r| r.item.id == item.id);
+            self.pool.get().into_iter().filter(|item| !reacted(item)).collect()
+        });
         let shown = self.shown.get();
         let config = RerankConfig { slate: shown, ..RerankConfig::default() };
         let ranked = self.prefs.with(|prefs| rerank(prefs, store::now_secs(), &candidates, &config));
@@ -212,26 +252,89 @@ pub fn App() -> impl IntoView {
     feed.flush();
 
     let ranked = Memo::new(move |_| feed.ranked());
+    shortcuts(feed, ranked);
+    let focused = Memo::new(move |_| {
+        ranked.with(|r| r.get(feed.focus.get().min(r.len().saturating_sub(1))).map(|(item, _)| item.id.clone()))
+    });
+    // With nothing left to show, the empty state offers more; after a refusal, the banner says why.
+    let empty =
+        move || feed.source.get() != Source::Loading && feed.error.with(Option::is_none) && ranked.with(Vec::is_empty);
     view! {
         <header>
             <h1>"onerec"</h1>
             <NetIndicator feed/>
             <UserPicker feed access/>
         </header>
+        <ErrorBanner feed/>
         <Status feed/>
-        <main id="feed">
-            <For
-                each=move || ranked.get()
-                key=|(item, _)| item.id.clone()
-                children=move |(item, reason)| view! { <Card feed item reason/> }
-            />
-        </main>
-        <footer>
-            <button id="load-more" on:click=move |_| feed.shown.update(|s| *s += PAGE)>"Load more"</button>
-            <button id="refresh" on:click=move |_| feed.refresh()>"New candidates"</button>
-        </footer>
+        <div class="page">
+            <div>
+                <main id="feed">
+                    <For
+                        each=move || ranked.get()
+                        key=|(item, _)| item.id.clone()
+                        children=move |(item, reason)| view! { <Card feed item reason focused/> }
+                    />
+                </main>
+                {move || if empty() { Either::Left(view! { <Empty feed/> }) } else { Either::Right(view! { <More feed/> }) }}
+            </div>
+            <Activity feed/>
+        </div>
     }
     .into_any()
+}
+
+/// Keys for the focused card: `l` like, `s` skip, `j`/`↓` next, `k`/`↑` previous, and `u` undoes
+/// the latest reaction. Keys typed into a field are text, and those with a modifier the browser's.
+fn shortcuts(feed: Feed, ranked: Memo<Vec<(FeedItem, Reason)>>) {
+    let _ = window_event_listener(leptos::ev::keydown, move |ev| {
+        if ev.ctrl_key() || ev.meta_key() || ev.alt_key() || typing(&ev) {
+            return;
+        }
+        let len = ranked.with_untracked(Vec::len);
+        let at = feed.focus.get_untracked().min(len.saturating_sub(1));
+        let focused = move || ranked.with_untracked(|r| r.get(at).map(|(item, _)| item.clone()));
+        match ev.key().as_str() {
+            // A held key repeats: it must not like or skip a whole page.
+            "l" | "s" if !ev.repeat() => {
+                let kind = if ev.key() == "l" { EventKind::Like } else { EventKind::Skip };
+                if let Some(item) = focused() {
+                    feed.react(&item, kind);
+                }
+            }
+            "u" if !ev.repeat() => {
+                if let Some(id) = feed.reactions.with_untracked(|r| r.first().map(|r| r.item.id.clone())) {
+                    feed.undo(&id);
+                }
+            }
+            "j" | "ArrowDown" => {
+                // Past the last card of a full page: show the next page.
+                if at + 1 >= len && len == feed.shown.get_untracked() {
+                    feed.shown.update(|s| *s += PAGE);
+                }
+                let len = ranked.with_untracked(Vec::len);
+                feed.focus.set((at + 1).min(len.saturating_sub(1)));
+            }
+            "k" | "ArrowUp" => feed.focus.set(at.saturating_sub(1)),
+            _ => return,
+        }
+        ev.prevent_default();
+        // Once the DOM shows the new focus, keep it in view.
+        request_animation_frame(|| {
+            if let Ok(Some(card)) = document().query_selector("article.card.focused") {
+                let options = web_sys::ScrollIntoViewOptions::new();
+                options.set_block(web_sys::ScrollLogicalPosition::Nearest);
+                card.scroll_into_view_with_scroll_into_view_options(&options);
+            }
+        });
+    });
+}
+
+/// Whether a key goes to a form field, where it is text.
+fn typing(ev: &web_sys::KeyboardEvent) -> bool {
+    ev.target()
+        .and_then(|target| target.dyn_into::<web_sys::Element>().ok())
+        .is_some_and(|e| matches!(e.tag_name().as_str(), "INPUT" | "SELECT" | "TEXTAREA"))
 }
 
 #[component]
@@ -323,9 +426,11 @@ fn Status(feed: Feed) -> impl IntoView {
         <p id="status" data-source=move || format!("{:?}", feed.source.get()).to_lowercase()>
             {move || {
                 let n = feed.pool.with(Vec::len);
-                match (feed.source.get(), feed.online.get()) {
+                match (feed.source.get(), feed.online.get() && feed.reachable.get()) {
                     (Source::Loading, _) => "Loading…".to_string(),
                     (Source::Server, true) => format!("{n} candidates from the server, re-ranked on this device"),
+                    // Reachable, but the server refused: the banner says why.
+                    (_, true) => format!("{n} saved candidates, re-ranked on this device"),
                     _ => format!("Offline: {n} saved candidates, re-ranked on this device"),
                 }
             }}
@@ -333,18 +438,107 @@ fn Status(feed: Feed) -> impl IntoView {
             <span id="signals" data-count=move || feed.prefs.with(|p| p.events()).to_string()>
                 {move || format!("{} signals learned on this device", feed.prefs.with(|p| p.events()))}
             </span>
-            {move || feed.error.get().map(|e| view! { <span class="error">" · " {e}</span> })}
         </p>
     }
 }
 
+/// The server's own words when it refused the feed; being offline has the indicator instead.
 #[component]
-fn Card(feed: Feed, item: FeedItem, reason: Reason) -> impl IntoView {
+fn ErrorBanner(feed: Feed) -> impl IntoView {
+    move || {
+        feed.error.get().map(|mut message| {
+            // The server's details start in lower case; ASCII is enough for them, and Unicode's
+            // case tables would cost kilobytes of wasm.
+            if let Some(first) = message.get_mut(..1) {
+                first.make_ascii_uppercase();
+            }
+            view! {
+                <div id="error" class="banner" role="alert">
+                    <p><strong>"Could not load the feed."</strong>" "{message}</p>
+                    <button class="dismiss" title="Dismiss" on:click=move |_| feed.error.set(None)>"×"</button>
+                </div>
+            }
+        })
+    }
+}
+
+/// More cards from the pool, or a new pool from the server.
+#[component]
+fn More(feed: Feed) -> impl IntoView {
+    view! {
+        <footer>
+            <button id="load-more" on:click=move |_| feed.shown.update(|s| *s += PAGE)>"Load more"</button>
+            <button id="refresh" on:click=move |_| feed.refresh()>"New candidates"</button>
+        </footer>
+    }
+}
+
+/// Shown when every candidate has been liked or skipped: more can only come from the server.
+#[component]
+fn Empty(feed: Feed) -> impl IntoView {
+    view! {
+        <section id="empty">
+            <p>
+                {move || match feed.pool.with(Vec::len) {
+                    0 => "No candidates left to show.".to_string(),
+                    n => format!("You have seen all {n} candidates."),
+                }}
+                " Fetch more from the server, or undo a skip in your activity."
+            </p>
+            <button id="fetch-more" on:click=move |_| feed.refresh()>"Fetch more"</button>
+        </section>
+    }
+}
+
+/// The likes and skips made on this device, newest first, each with an undo; and the keys.
+#[component]
+fn Activity(feed: Feed) -> impl IntoView {
+    view! {
+        <aside id="activity" data-count=move || feed.reactions.with(Vec::len).to_string()>
+            <h2>"Your activity"</h2>
+            {move || {
+                let reactions = feed.reactions.get();
+                if reactions.is_empty() {
+                    return view! { <p class="quiet">"Likes and skips show here, to undo."</p> }.into_any();
+                }
+                let rows = reactions.into_iter().map(|Reaction { item, kind }| {
+                    let (label, class) = if kind == EventKind::Like { ("♥ Liked", "like") } else { ("Skipped", "skip") };
+                    let (id, tooltip) = (item.id.clone(), item.title.clone());
+                    view! {
+                        <li data-id=item.id data-kind=class>
+                            <span class=format!("kind {class}")>{label}</span>
+                            <span class="title" title=tooltip>{item.title}</span>
+                            <button class="undo" on:click=move |_| feed.undo(&id)>"Undo"</button>
+                        </li>
+                    }
+                });
+                view! { <ol>{rows.collect_view()}</ol> }.into_any()
+            }}
+            <p id="keys" class="quiet">
+                <span><kbd>"l"</kbd>" like"</span>
+                <span><kbd>"s"</kbd>" skip"</span>
+                <span><kbd>"j"</kbd><kbd>"↓"</kbd>" next"</span>
+                <span><kbd>"k"</kbd><kbd>"↑"</kbd>" previous"</span>
+                <span><kbd>"u"</kbd>" undo"</span>
+            </p>
+        </aside>
+    }
+}
+
+#[component]
+fn Card(
+    feed: Feed,
+    item: FeedItem,
+    reason: Reason,
+    /// The id of the card the keyboard acts on, which is highlighted.
+    focused: Memo<Option<String>>,
+) -> impl IntoView {
     let hint = reason.hint();
+    let id = item.id.clone();
     let tags = item.tags.join(",");
     let (like, skip) = (item.clone(), item.clone());
     view! {
-        <article class="card" data-id=item.id.clone() data-tags=tags>
+        <article class="card" class:focused=move || focused.with(|f| f.as_ref() == Some(&id)) data-id=item.id.clone() data-tags=tags>
             <h2>{item.title.clone()}</h2>
             <p class="tags">{item.tags.iter().map(|t| view! { <span class="tag">{t.clone()}</span> }).collect_view()}</p>
             <p class="why">{hint}</p>

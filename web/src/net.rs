@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use onerec_core::api::{EventBatch, EventsStored, Feed, Users};
+use onerec_core::api::{ApiError, EventBatch, EventsStored, Feed, Users};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, RequestCache, RequestInit, Response};
@@ -25,7 +25,12 @@ impl std::fmt::Display for NetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NetError::Unreachable(why) => write!(f, "server unreachable ({why})"),
-            NetError::Status(code, body) => write!(f, "HTTP {code}: {body}"),
+            // Every error the server answers is JSON `{error, detail}`, and the detail is written
+            // for people; anything else (a proxy's page) is not worth showing.
+            NetError::Status(code, body) => match serde_json::from_str::<ApiError>(body) {
+                Ok(error) => f.write_str(&error.detail),
+                Err(_) => write!(f, "the server answered HTTP {code}"),
+            },
             NetError::Invalid(why) => write!(f, "unreadable answer: {why}"),
         }
     }

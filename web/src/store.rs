@@ -1,12 +1,12 @@
 //! What the browser keeps between visits, in localStorage: the credential, the chosen user, and per
-//! user the local preference state, the last candidate pool, the items already reacted to and the
+//! user the local preference state, the last candidate pool, the user's likes and skips and the
 //! user's token, and the queue of events not yet acknowledged by the server. Nothing here is sent
 //! anywhere except the queue, and the credentials that authorise it and the feed.
 
-use onerec_core::api::{FeedItem, NewEvent};
+use onerec_core::api::{EventKind, FeedItem, NewEvent};
 use onerec_core::rescore::LocalPreferences;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use web_sys::Storage;
 
 fn storage() -> Option<Storage> {
@@ -77,12 +77,22 @@ pub fn save_pool(user: Option<&str>, pool: &[FeedItem]) {
     save(&user_key("pool", user), &pool)
 }
 
-pub fn load_consumed(user: Option<&str>) -> Vec<String> {
-    load(&user_key("consumed", user)).unwrap_or_default()
+/// A like or skip made on this device. The whole item is kept, not just its id: an undo must take
+/// back what the preference state learned from it, and bring it back to the feed, after the pool
+/// that held it has been replaced.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Reaction {
+    pub item: FeedItem,
+    pub kind: EventKind,
 }
 
-pub fn save_consumed(user: Option<&str>, consumed: &[String]) {
-    save(&user_key("consumed", user), &consumed)
+/// The user's reactions, newest first.
+pub fn load_reactions(user: Option<&str>) -> Vec<Reaction> {
+    load(&user_key("reactions", user)).unwrap_or_default()
+}
+
+pub fn save_reactions(user: Option<&str>, reactions: &[Reaction]) {
+    save(&user_key("reactions", user), &reactions)
 }
 
 /// Events waiting for the server, oldest first.
