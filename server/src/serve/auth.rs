@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -186,14 +186,31 @@ fn rate_limited(detail: String, wait: Duration) -> AppError {
     AppError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail).retry_after(seconds.max(1))
 }
 
+/// The credential of an `Authorization: Bearer …` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// The admin routes' check: 401 without a bearer token, 403 with a wrong one (or when no admin
+/// token is configured). Apart from [`authenticate`], because the admin token is no API key.
+pub fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(token) = bearer(headers) else {
+        return Err(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorised",
+            "send Authorization: Bearer <admin token>",
+        ));
+    };
+    match &state.admin_token {
+        Some(expected) if constant_time_eq(expected.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(forbidden("wrong admin token".into())),
+        None => Err(forbidden("admin is disabled: start with --admin-token".into())),
+    }
+}
+
 /// The layer: resolves the bearer credential into a [`Caller`] and meters it.
 pub async fn authenticate(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
-    let credential = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let credential = bearer(request.headers()).map(str::trim);
     let caller = match credential {
         None => Caller::Anonymous,
         Some(credential) => match state.auth.identify(credential, unix_now()) {
@@ -261,7 +278,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Compares secrets without leaking the position of the first difference through timing.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

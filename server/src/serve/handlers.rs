@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::{Caller, constant_time_eq, unix_now};
+use super::auth::{Caller, require_admin, unix_now};
 use super::engine::Engine;
 use super::error::{ApiJson, ApiQuery, AppError};
 use super::histories::{HISTORY_PAGE, MAX_PAGE};
@@ -332,7 +332,7 @@ pub async fn readyz(State(state): Shared, ApiQuery(query): ApiQuery<ReadyQuery>)
     (status = 200, description = "Prometheus text format"), (status = 401, body = onerec_core::api::ApiError),
     (status = 403, body = onerec_core::api::ApiError)))]
 pub async fn metrics(State(state): Shared, headers: HeaderMap) -> Result<impl IntoResponse, AppError> {
-    authorise(&state, &headers)?;
+    require_admin(&state, &headers)?;
     Ok(open_metrics(State(state)).await)
 }
 
@@ -367,7 +367,7 @@ pub async fn reload(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Reloaded>, AppError> {
-    authorise(&state, &headers)?;
+    require_admin(&state, &headers)?;
     // The body is optional, so it is parsed here rather than by a `Json` extractor.
     let request: ReloadRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReloadRequest::default()
@@ -384,22 +384,4 @@ pub async fn reload(
     let previous = state.swap_engine(engine);
     tracing::info!(%model, %previous, "reloaded the snapshot");
     Ok(Json(Reloaded { model, previous }))
-}
-
-/// 401 without a bearer token, 403 with a wrong one (or when no admin token is configured).
-fn authorise(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    let Some(token) =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return Err(AppError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorised",
-            "send Authorization: Bearer <admin token>",
-        ));
-    };
-    match &state.admin_token {
-        Some(expected) if constant_time_eq(expected.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(AppError::new(StatusCode::FORBIDDEN, "forbidden", "wrong admin token")),
-        None => Err(AppError::new(StatusCode::FORBIDDEN, "forbidden", "admin is disabled: start with --admin-token")),
-    }
 }

@@ -86,11 +86,7 @@ impl EventStore {
         let path = store_path(dir);
         let ack_path = AckRecord::path(&path);
         let acked = AckRecord::read(&ack_path)?;
-        let advice = format!(
-            "the server does not start on this store: `onerec store check --data-dir {0}` reports what is \
-             wrong, and `onerec store repair --data-dir {0}` accepts the loss",
-            dir.display()
-        );
+        let advice = advice(dir, "accepts the loss");
         let exists = match std::fs::symlink_metadata(&path) {
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -166,14 +162,18 @@ impl EventStore {
             found.push(format!("{} more damaged events", scan.damaged.len() - SHOWN));
         }
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        bail!(
-            "{} is damaged: {}; the server does not start on this store: `onerec store check --data-dir {2}` \
-             reports what is wrong, and `onerec store repair --data-dir {2}` drops what is damaged",
-            self.path.display(),
-            found.join("; "),
-            dir.display()
-        )
+        bail!("{} is damaged: {}; {}", self.path.display(), found.join("; "), advice(dir, "drops what is damaged"))
     }
+}
+
+/// What an operator reads when the server refuses its store: the two commands, and what repair
+/// would do in this case.
+fn advice(dir: &Path, repair_does: &str) -> String {
+    format!(
+        "the server does not start on this store: `onerec store check --data-dir {0}` reports what is wrong, \
+         and `onerec store repair --data-dir {0}` {repair_does}",
+        dir.display()
+    )
 }
 
 fn write_loop(db: &Db, path: &Path, ack: &AckRecord, queue: mpsc::Receiver<WriteJob>, on_commit: OnCommit) {
