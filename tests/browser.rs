@@ -160,11 +160,14 @@ impl Browser {
         self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script {script:?}: {e}"))
     }
 
-    /// Polls a JS expression until it is true.
+    /// Polls a JS expression until it is true. While the page reloads (a `#token=` link reloads
+    /// it), the elements the expression reads may not exist yet, or the script may land between
+    /// documents: both count as "not yet", not as a failure.
     async fn wait_until(&self, expr: &str, what: &str) {
         let start = Instant::now();
         loop {
-            if self.js(&format!("return !!({expr});")).await == json!(true) {
+            let script = format!("try {{ return !!({expr}); }} catch (e) {{ return false; }}");
+            if self.client.execute(&script, vec![]).await.ok() == Some(json!(true)) {
                 return;
             }
             if start.elapsed() > WAIT {
