@@ -22,10 +22,15 @@ install_tool() {
     CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false \
     cargo install "$@"
 }
-[ "$(trunk --version 2>/dev/null)" = "trunk 0.21.14" ] || install_tool trunk --version 0.21.14 --locked
+[ "$(trunk --version 2>/dev/null)" = "trunk 0.21.14" ] || {
+  echo "tools.sh: building Trunk 0.21.14 (about 4 minutes on 2 cores)"
+  install_tool trunk --version 0.21.14 --locked
+}
 # Not --locked: wasm-bindgen-cli 0.2.130's own lock file pins webpki-roots 1.0.11, which the
 # registry no longer offers.
-[ "$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen $wasm_bindgen_version" ] \
-  || install_tool wasm-bindgen-cli --version "$wasm_bindgen_version"
+[ "$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen $wasm_bindgen_version" ] || {
+  echo "tools.sh: building wasm-bindgen-cli $wasm_bindgen_version (about 2 minutes on 2 cores)"
+  install_tool wasm-bindgen-cli --version "$wasm_bindgen_version"
+}
 wasm-opt --version 2>/dev/null | grep -q 'version 132' \
   || npm install --prefix "$PWD" --no-save --no-audit --no-fund binaryen@132
