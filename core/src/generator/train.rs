@@ -515,10 +515,6 @@ mod learning_tests {
             batch_size: 4,
             learning_rate: 1e-2,
             warmup_steps: 10,
-            // At this test's high rate, the default decay of 0.1 pulls 0.1% off every weight per
-            // step, which a 40-epoch run on a tiny model does not outgrow; the test is about
-            // learning, so it keeps the lighter decay its rate was chosen with.
-            weight_decay: 0.01,
             patience: 40,
             valid_beam: 10,
             ..TrainConfig::default()
@@ -529,7 +525,10 @@ mod learning_tests {
                 .unwrap();
         let first = report.epochs[0].train_loss;
         let best = report.best().unwrap();
-        assert!(best.train_loss < first * 0.2, "loss {first} → {}", best.train_loss);
+        // The last epoch's loss: the kept epoch is the first whose validation saturates, which on
+        // a pattern this easy can come before the loss has fallen far.
+        let last = report.epochs.last().unwrap().train_loss;
+        assert!(last < first * 0.2, "loss {first} → {last}");
         let recommender = Recommender { model: &model, config: &model_config, tokenizer: &tokenizer, device: &device };
         let correct = (0..24u32)
             .filter(|&u| {
