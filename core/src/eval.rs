@@ -68,10 +68,11 @@ pub fn pessimistic_rank(scores: &[f32], target: ItemIdx, excluded: &[bool]) -> u
 }
 
 /// Scores every user's input with `score` (one score per catalogue item, higher is better) and
-/// measures how high the held-out target ranks.
+/// measures how high the held-out target ranks. The scorer also gets the moment it is asked at,
+/// the target's timestamp, as a deployment knows the time of a request.
 pub fn evaluate<F>(dataset: &Dataset, stage: Stage, score: F) -> RankingReport
 where
-    F: Fn(UserIdx, &[Event]) -> Vec<f32> + Sync,
+    F: Fn(UserIdx, &[Event], i64) -> Vec<f32> + Sync,
 {
     let n = dataset.n_items();
     let per_user: Vec<(usize, Vec<ItemIdx>)> = (0..dataset.n_users() as UserIdx)
@@ -82,7 +83,7 @@ where
                 Stage::Valid => (split.train, split.valid?),
                 Stage::Test => (split.test_input, split.test?),
             };
-            let scores = score(u, input);
+            let scores = score(u, input, target.timestamp);
             assert_eq!(scores.len(), n, "a scorer must score every catalogue item");
             let mut excluded = vec![false; n];
             input.iter().for_each(|e| excluded[e.item as usize] = true);
@@ -182,7 +183,7 @@ mod tests {
         let fixed: Vec<f32> =
             (0..5).map(|i| [0.0, 1.0, 2.0, 3.0, 4.0][ds.items[i].id[1..].parse::<usize>().unwrap()]).collect();
         assert_eq!(idx("i4"), 4);
-        let report = evaluate(&ds, Stage::Test, |_, _| fixed.clone());
+        let report = evaluate(&ds, Stage::Test, |_, _, _| fixed.clone());
         // a: input {i0,i1,i2}, target i3: i4 ranks above → rank 2.
         // b: input {i1,i0,i4}, target i2: i3 above → rank 2.
         // c: input {i2,i1,i3}, target i4 → rank 1.
@@ -193,7 +194,7 @@ mod tests {
         assert!((report.get("mrr@5") - (0.5 + 0.5 + 1.0) / 3.0).abs() < 1e-12);
         // Valid: a: input {i0,i1}, target i2: i4, i3 above → rank 3. b: input {i1,i0}, target i4 → 1.
         // c: input {i2,i1}, target i3: i4 above → 2.
-        let valid = evaluate(&ds, Stage::Valid, |_, _| fixed.clone());
+        let valid = evaluate(&ds, Stage::Valid, |_, _, _| fixed.clone());
         assert!((valid.get("mrr@10") - (1.0 / 3.0 + 1.0 + 0.5) / 3.0).abs() < 1e-12);
         // Top 10 lists cover every item not in some input.
         assert!(valid.coverage_at_10 > 0.5);

@@ -23,9 +23,10 @@ use crate::codec::{self, Format};
 use crate::data::{Dataset, Event, ItemIdx, UserIdx};
 use crate::decode::{Decoding, Exclusion, Search};
 use crate::error::{Error, Result};
-use crate::generator::context::{Sample, UserContext, build_context, training_samples};
+use crate::generator::context::{Sample, UserContext, context_at, training_samples};
 use crate::generator::model::{Batch, ModelConfig, OneRec};
 use crate::generator::recommend::Recommender;
+use crate::generator::trend::TrendIndex;
 use crate::reward::RewardFn;
 use crate::tokenizer::{Code, Tokenizer};
 use crate::training::{Checkpointing, adamw, optimizer_to_bytes, restore, weights_from_bytes, weights_to_bytes};
@@ -159,7 +160,7 @@ struct Checkpoint {
     report: AlignReport,
 }
 
-const CHECKPOINT: Format = Format { magic: b"ONRECALC", version: 3, kind: "alignment checkpoint" };
+const CHECKPOINT: Format = Format { magic: b"ONRECALC", version: 4, kind: "alignment checkpoint" };
 
 /// The model, its catalogue and the data it is aligned on.
 pub struct Policy<'a> {
@@ -168,6 +169,8 @@ pub struct Policy<'a> {
     pub config: &'a ModelConfig,
     /// Where inference (sampling, validation) runs; training runs on its autodiff twin.
     pub device: &'a Device,
+    /// What was popular when, for a model with the trend input.
+    pub trend: Option<&'a TrendIndex>,
 }
 
 impl Policy<'_> {
@@ -188,10 +191,25 @@ impl Policy<'_> {
         Ok(())
     }
 
-    fn contexts<'d>(&self, users: &[UserIdx], input: impl Fn(UserIdx) -> &'d [Event] + Sync) -> Vec<UserContext> {
+    fn recommender<'m>(&'m self, model: &'m OneRec, device: &'m Device) -> Recommender<'m> {
+        Recommender { model, config: self.config, tokenizer: self.tokenizer, device, trend: self.trend }
+    }
+
+    /// The context of `history`, asked at `now`.
+    fn context(&self, user: UserIdx, history: &[Event], now: Option<i64>) -> UserContext {
+        let user = &self.dataset.users[user as usize];
+        context_at(user, history, now, self.tokenizer, &self.config.context, self.trend)
+    }
+
+    /// The contexts alignment draws from: each user's training events, asked at the moment of
+    /// their validation event (the next request).
+    fn contexts(&self, users: &[UserIdx]) -> Vec<UserContext> {
         users
             .par_iter()
-            .map(|&u| build_context(&self.dataset.users[u as usize], input(u), self.tokenizer, &self.config.context))
+            .map(|&u| {
+                let split = self.dataset.split(u);
+                self.context(u, split.train, split.valid.or(split.train.last()).map(|e| e.timestamp))
+            })
             .collect()
     }
 
@@ -204,14 +222,14 @@ impl Policy<'_> {
         beam: usize,
         step: usize,
     ) -> EvalReport {
-        let device = self.device;
-        let recommender = Recommender { model, config: self.config, tokenizer: self.tokenizer, device };
+        let recommender = self.recommender(model, self.device);
         let per_user: Vec<(f64, f64)> = users
             .par_iter()
             .map(|&u| {
                 let split = self.dataset.split(u);
                 let target = split.valid.map(|e| e.item);
-                let top = recommender.recommend(&self.dataset.users[u as usize], split.train, beam, true);
+                let now = split.valid.map_or(0, |e| e.timestamp);
+                let top = recommender.recommend(&self.dataset.users[u as usize], split.train, now, beam, true);
                 let ndcg = top
                     .iter()
                     .take(10)
@@ -258,7 +276,7 @@ fn draw(
     let device = policy.device;
     let ids = &policy.tokenizer.semantic_ids;
     let history = |u: UserIdx| policy.dataset.split(u).train;
-    let recommender = Recommender { model, config: policy.config, tokenizer: policy.tokenizer, device };
+    let recommender = policy.recommender(model, device);
     let states = recommender.states(contexts);
     let (rows, chosen): (Vec<usize>, Vec<Vec<Code>>) = match config.source {
         Source::Sample { constrained } => {
@@ -356,7 +374,7 @@ pub fn align(
         step += 1;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let users: Vec<UserIdx> = eligible.choose_multiple(&mut rng, config.users_per_step).copied().collect();
-        let contexts = policy.contexts(&users, |u| dataset.split(u).train);
+        let contexts = policy.contexts(&users);
         let drawn = draw(policy, &model.valid(), &contexts, &users, reward, config, &mut rng);
         let legal: Vec<f32> = drawn.iter().filter_map(|d| d.reward).collect();
         let mut step_report = StepReport {
@@ -372,8 +390,7 @@ pub fn align(
         let next_token = config.next_token_weight > 0.0 && config.next_token_batch > 0;
         let inner_steps = if matches!(terms, Terms::None) && !next_token { 0 } else { config.inner_steps };
         for _ in 0..inner_steps {
-            let recommender =
-                Recommender { model: &model, config: policy.config, tokenizer: policy.tokenizer, device: &ad };
+            let recommender = policy.recommender(&model, &ad);
             let states = recommender.states(&contexts);
             // The policy's log-probability of the given drawn items, with gradient.
             let log_probs = |rows: &[usize]| {
@@ -411,8 +428,8 @@ pub fn align(
                 let contexts: Vec<_> = chunk
                     .par_iter()
                     .map(|s| {
-                        let user = &dataset.users[s.user as usize];
-                        build_context(user, s.history(dataset), policy.tokenizer, &policy.config.context)
+                        let now = dataset.user_events(s.user)[s.input_len].timestamp;
+                        policy.context(s.user, s.history(dataset), Some(now))
                     })
                     .collect();
                 let targets: Vec<ItemIdx> = chunk.iter().map(|s| s.target).collect();

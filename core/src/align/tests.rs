@@ -19,8 +19,8 @@ impl RewardFn for FamilyReward<'_> {
 fn measure(policy: &Policy, model: &OneRec, constrained: bool, device: &Device) -> (f64, f64) {
     let ids = &policy.tokenizer.semantic_ids;
     let users: Vec<UserIdx> = (0..policy.dataset.n_users() as UserIdx).collect();
-    let contexts = policy.contexts(&users, |u| policy.dataset.split(u).train);
-    let recommender = Recommender { model, config: policy.config, tokenizer: policy.tokenizer, device };
+    let contexts = policy.contexts(&users);
+    let recommender = policy.recommender(model, device);
     let states = recommender.states(&contexts);
     let rows: Vec<usize> = (0..users.len()).flat_map(|u| std::iter::repeat_n(u, 32)).collect();
     let states = policy::repeat_rows(&states, &rows, device);
@@ -38,7 +38,8 @@ fn run(method: Method, source: Source, steps: usize) -> ((f64, f64), (f64, f64))
     let device = Device::flex();
     device.seed(3);
     let weights = weights_to_bytes(&model_config.init(&device)).unwrap();
-    let policy = Policy { dataset: &dataset, tokenizer: &tokenizer, config: &model_config, device: &device };
+    let policy =
+        Policy { dataset: &dataset, tokenizer: &tokenizer, config: &model_config, device: &device, trend: None };
     let constrained = source != (Source::Sample { constrained: false });
     let before = measure(
         &policy,
@@ -99,7 +100,8 @@ fn alignment_checkpoints_and_refuses_other_settings_on_resume() {
     let (dataset, tokenizer, model_config) = tiny_setup(24, 4, 6, 4);
     let device = Device::flex();
     let weights = weights_to_bytes(&model_config.init(&device)).unwrap();
-    let policy = Policy { dataset: &dataset, tokenizer: &tokenizer, config: &model_config, device: &device };
+    let policy =
+        Policy { dataset: &dataset, tokenizer: &tokenizer, config: &model_config, device: &device, trend: None };
     let reward = FamilyReward(&tokenizer);
     let config =
         AlignConfig { steps: 2, users_per_step: 2, group: 4, eval_every: 1, valid_beam: 5, ..AlignConfig::default() };
@@ -131,16 +133,17 @@ fn free_decoding_agrees_with_teacher_forced_log_probs() {
     device.seed(8);
     let model = model_config.init(&device);
     let ids = &tokenizer.semantic_ids;
-    let recommender = Recommender { model: &model, config: &model_config, tokenizer: &tokenizer, device: &device };
+    let recommender =
+        Recommender { model: &model, config: &model_config, tokenizer: &tokenizer, device: &device, trend: None };
     let free = |beam| {
-        let request = recommender.request(&dataset.users[0], dataset.user_events(0), beam, false);
+        let request = recommender.request(&dataset.users[0], dataset.user_events(0), 0, beam, false);
         recommender.recommend_batch(&[DecodeRequest { decoding: Decoding::Free, ..request }]).remove(0)
     };
     let space: usize = ids.level_sizes.iter().product();
     let all = free(space);
     assert_eq!(all.len(), space);
     let codes: Vec<Vec<Code>> = all.iter().map(|h| h.id.clone()).collect();
-    let context = recommender.context(&dataset.users[0], dataset.user_events(0));
+    let context = recommender.context(&dataset.users[0], dataset.user_events(0), 0);
     let rows = policy::repeat_rows(&recommender.states(std::slice::from_ref(&context)), &vec![0; codes.len()], &device);
     let log_probs = |items: &[Option<ItemIdx>]| {
         policy::log_probs(&model, rows.clone(), &codes, items, &device).into_data().try_to_vec::<f32>().unwrap()

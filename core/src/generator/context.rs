@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, Event, Feedback, ItemIdx, User, UserIdx};
 use crate::embed::fnv1a;
 use crate::error::{Error, Result};
+use crate::generator::trend::{TrendIndex, Trending};
 use crate::tokenizer::{Code, Tokenizer};
 
 /// Sizes of the parts of a context. Part of the model configuration, so it lives in the snapshot.
@@ -108,6 +109,23 @@ pub fn gap_bucket(seconds: Option<i64>) -> u8 {
     }
 }
 
+/// Number of away-time buckets, padding included: the size of the [`Moment`] gap table.
+pub const AWAY_BUCKETS: usize = 8;
+
+/// How long a user has been away when a query is asked, as a small integer for an embedding
+/// table: 0 is padding, 1 a user with no event yet, then under an hour (the same session), under
+/// a day, a week, 30 days, 90 days, and longer. An hour is the finest step on purpose: offline,
+/// a query is asked at its target's timestamp, and a finer clock would tell the model the pace at
+/// which the target itself was logged (MovieLens logs a batch of ratings within seconds), which a
+/// real request does not know.
+pub fn away_bucket(seconds: Option<i64>) -> u8 {
+    const STEPS: [i64; 5] = [3_600, 86_400, 7 * 86_400, 30 * 86_400, 90 * 86_400];
+    match seconds {
+        None => 1,
+        Some(s) => 2 + STEPS.iter().take_while(|&&step| s >= step).count() as u8,
+    }
+}
+
 /// One event of the recent or positive segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HistoryToken {
@@ -140,6 +158,20 @@ pub struct UserContext {
     pub positive: Vec<HistoryToken>,
     /// At most C groups of the events before `recent`, largest group first.
     pub lifelong: Vec<LifelongToken>,
+    /// When each query is asked: entry `v` for the query that sees `v` recent events. Empty
+    /// when the moment is unknown (see [`context_at`]).
+    pub moments: Vec<Moment>,
+}
+
+/// What the model knows about the moment a query is asked, beyond the events it sees: a user
+/// back after three months wants something else than one in mid-session, and what everyone is
+/// watching then (see [`crate::generator::trend`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Moment {
+    /// [`away_bucket`] of the time from the last event the query sees to the moment it is asked.
+    pub away: u8,
+    /// What was popular then; empty for a model without the trend input.
+    pub trending: Trending,
 }
 
 /// Builds the context from `history`, the user's time-ordered events up to the moment of the
@@ -164,7 +196,32 @@ pub fn build_context(user: &User, history: &[Event], tokenizer: &Tokenizer, conf
             .map(token)
             .collect(),
         lifelong: lifelong(&history[..split], tokenizer, config.lifelong_tokens),
+        moments: Vec::new(),
     }
+}
+
+/// [`build_context`] with the [`Moment`] of each query: the query that sees `v` recent events is
+/// asked when the event after them happens (its target, in training), and the last one at `now`
+/// (the request). Without `now`, the last query has no moment; a `trend` adds what was popular.
+pub fn context_at(
+    user: &User,
+    history: &[Event],
+    now: Option<i64>,
+    tokenizer: &Tokenizer,
+    config: &ContextConfig,
+    trend: Option<&TrendIndex>,
+) -> UserContext {
+    let mut context = build_context(user, history, tokenizer, config);
+    let n = context.recent.len();
+    let first = history.len() - n;
+    context.moments = (0..=n)
+        .map_while(|v| {
+            let asked = history.get(first + v).map(|e| e.timestamp).or(now)?;
+            let last_seen = (first + v).checked_sub(1).map(|i| asked - history[i].timestamp);
+            Some(Moment { away: away_bucket(last_seen), trending: trend.map(|t| t.at(asked)).unwrap_or_default() })
+        })
+        .collect();
+    context
 }
 
 /// FNV-1a of the feature string into `1..buckets`, leaving 0 for padding as feedback does.
@@ -308,6 +365,7 @@ mod tests {
     use super::*;
     use crate::data::{DatasetBuilder, Origin};
     use crate::embed::ItemEmbeddings;
+    use crate::generator::trend::TrendConfig;
     use crate::tokenizer::{Codebooks, RqConfig, SemanticIds, TokenizerReport};
 
     /// A tokenizer whose item `i` has first code `first_codes[i]` (then `i`, to keep IDs unique)
@@ -420,6 +478,43 @@ mod tests {
         let ctx = build_context(&User::default(), &history[..2], &tok, &config(3, 8, 4));
         assert_eq!(ctx.recent.iter().map(|t| (t.item, t.gap)).collect::<Vec<_>>(), [(0, 1), (1, 8)]);
         assert!(ctx.lifelong.is_empty() && ctx.positive.is_empty());
+    }
+
+    #[test]
+    fn each_query_is_asked_when_its_target_happens_and_the_last_at_the_request() {
+        let tokenizer = six_items();
+        let user = User::default();
+        // Events at 0, 1, 2, 3 s; the recent window is the last two (at 2 and 3 s).
+        let history = rated(&[0, 1, 2, 3]);
+        let trend = TrendIndex::new(
+            &rated(&[4, 5, 5, 4, 4]),
+            &TrendConfig { window_seconds: 100, items: 2, resolution_seconds: 1 },
+        );
+        // Query 0 is asked at 2 s, 1 s after the last event before the window; query 1 at 3 s,
+        // 1 s after the event at 2 s; query 2 at the request, two days after the event at 3 s.
+        // The trend log has item 4 at 0 s, 5 at 1 and 2 s, 4 at 3 and 4 s; a request after its
+        // end reads its end.
+        let context = context_at(&user, &history, Some(3 + 2 * 86_400), &tokenizer, &config(2, 0, 0), Some(&trend));
+        let seen: Vec<(u8, Vec<ItemIdx>)> =
+            context.moments.iter().map(|m| (m.away, m.trending.iter().map(|t| t.0).collect())).collect();
+        let away = |s| away_bucket(Some(s));
+        assert_eq!(seen, [(away(1), vec![4, 5]), (away(1), vec![5, 4]), (away(2 * 86_400), vec![4, 5])]);
+        let unknown = context_at(&user, &history, None, &tokenizer, &config(2, 0, 0), None);
+        assert_eq!(unknown.moments.len(), 2, "no request moment, no moment for the last query");
+        assert!(unknown.moments.iter().all(|m| m.trending.is_empty()), "no index, no trend");
+        let first = context_at(&user, &[], Some(7), &tokenizer, &config(2, 0, 0), None);
+        assert_eq!(first.moments, [Moment { away: away_bucket(None), trending: Default::default() }]);
+    }
+
+    #[test]
+    fn away_buckets_step_from_the_session_to_months_and_leave_zero_for_padding() {
+        let day = 86_400;
+        let cases = [(None, 1), (Some(0), 2), (Some(3_599), 2), (Some(3_600), 3), (Some(day), 4)];
+        let longer = [(Some(7 * day), 5), (Some(30 * day), 6), (Some(90 * day - 1), 6), (Some(400 * day), 7)];
+        for (seconds, bucket) in cases.into_iter().chain(longer) {
+            assert_eq!(away_bucket(seconds), bucket, "{seconds:?}");
+        }
+        assert_eq!(away_bucket(Some(i64::MAX)) as usize, AWAY_BUCKETS - 1);
     }
 
     #[test]

@@ -51,10 +51,11 @@ pub fn evaluate(
         .iter()
         .map(|&stage| {
             let p_sum = Mutex::new((0.0, 0usize));
-            let report = eval::evaluate(dataset, stage, |u, input| {
+            let report = eval::evaluate(dataset, stage, |u, input, now| {
                 let user = &dataset.users[u as usize];
                 let exclude_history = decoding == Decoding::Constrained;
-                let request = DecodeRequest { decoding, ..recommender.request(user, input, beam, exclude_history) };
+                let request =
+                    DecodeRequest { decoding, ..recommender.request(user, input, now, beam, exclude_history) };
                 let generated = recommender.recommend_batch(&[request]).remove(0);
                 let legal = generated.iter().filter(|h| h.item.is_some()).count();
                 let legal_at_10 = generated.iter().take(10).filter(|h| h.item.is_some()).count();
@@ -127,12 +128,14 @@ mod tests {
         let device = Device::flex();
         device.seed(3);
         let model = config.init(&device);
-        let recommender = Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device };
+        let recommender =
+            Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device, trend: None };
         let stages = [Stage::Valid, Stage::Test];
         let report = evaluate(&recommender, &dataset, &stages, 10, Decoding::Constrained, Some(&Constant(0.25)));
         for (got, &stage) in report.ranking.iter().zip(&stages) {
-            let direct =
-                eval::evaluate(&dataset, stage, |u, input| recommender.scores(&dataset.users[u as usize], input, 10));
+            let direct = eval::evaluate(&dataset, stage, |u, input, now| {
+                recommender.scores(&dataset.users[u as usize], input, now, 10)
+            });
             assert_eq!(got.metrics, direct.metrics);
         }
         assert_eq!((report.legality, report.legality_at_10), (1.0, 1.0));
@@ -149,11 +152,12 @@ mod tests {
         let device = Device::flex();
         device.seed(4);
         let model = config.init(&device);
-        let recommender = Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device };
+        let recommender =
+            Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device, trend: None };
         let report = evaluate(&recommender, &dataset, &[Stage::Valid], space, Decoding::Free, None);
         let (mut legal, mut legal_at_10) = (0, 0);
         for u in 0..dataset.n_users() as u32 {
-            let request = recommender.request(&dataset.users[u as usize], dataset.split(u).train, space, false);
+            let request = recommender.request(&dataset.users[u as usize], dataset.split(u).train, 0, space, false);
             let beam = recommender.recommend_batch(&[DecodeRequest { decoding: Decoding::Free, ..request }]).remove(0);
             assert_eq!(beam.len(), space, "a beam as wide as the ID space holds every ID");
             legal += beam.iter().filter(|h| h.item.is_some()).count();

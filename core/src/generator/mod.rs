@@ -1,4 +1,5 @@
-//! The generator, one room per concern: the user [`context`] it reads, the [`model`] (a causal
+//! The generator, one room per concern: the user [`context`] it reads (with the [`trend`] of
+//! the moment it is asked at), the [`model`] (a causal
 //! MoE stack over the user's stream with an ID head and an item expert; the design and why is in
 //! its doc), next-token
 //! [`train`]ing, [`recommend`]ation through the one beam search in [`crate::decode`], its
@@ -12,3 +13,4 @@ pub mod model;
 pub mod recommend;
 pub mod snapshot;
 pub mod train;
+pub mod trend;

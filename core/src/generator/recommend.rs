@@ -6,8 +6,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::{Event, User};
 use crate::decode::{Decoding, Exclusion, Hypothesis, Search, beam_search_batch};
-use crate::generator::context::{UserContext, build_context};
+use crate::generator::context::{UserContext, context_at};
 use crate::generator::model::{Batch, IdDecoder, ModelConfig, OneRec};
+use crate::generator::trend::TrendIndex;
 use crate::tokenizer::Tokenizer;
 
 /// A model ready to recommend, with the catalogue it was trained on.
@@ -17,6 +18,8 @@ pub struct Recommender<'a> {
     pub config: &'a ModelConfig,
     pub tokenizer: &'a Tokenizer,
     pub device: &'a Device,
+    /// What was popular when, for a model with the trend input ([`ModelConfig::trend`]).
+    pub trend: Option<&'a TrendIndex>,
 }
 
 /// One user's share of a batched decode.
@@ -32,11 +35,18 @@ pub struct DecodeRequest {
 }
 
 impl Recommender<'_> {
-    /// A constrained decode of up to `beam` items for the user; items in `history` are left out
-    /// when `exclude_history` is set.
-    pub fn request(&self, user: &User, history: &[Event], beam: usize, exclude_history: bool) -> DecodeRequest {
+    /// A constrained decode of up to `beam` items for the user, asked at `now`; items in
+    /// `history` are left out when `exclude_history` is set.
+    pub fn request(
+        &self,
+        user: &User,
+        history: &[Event],
+        now: i64,
+        beam: usize,
+        exclude_history: bool,
+    ) -> DecodeRequest {
         let excluded = if exclude_history { self.exclusion(history) } else { Exclusion::default() };
-        DecodeRequest { context: self.context(user, history), beam, excluded, decoding: Decoding::Constrained }
+        DecodeRequest { context: self.context(user, history, now), beam, excluded, decoding: Decoding::Constrained }
     }
 
     /// The items of `history`, as the search leaves them out.
@@ -45,16 +55,16 @@ impl Recommender<'_> {
         Exclusion::new(ids.trie(), history.iter().map(|e| ids.id_of(e.item)))
     }
 
-    /// The user's context as the model reads it.
-    pub fn context(&self, user: &User, history: &[Event]) -> UserContext {
-        build_context(user, history, self.tokenizer, &self.config.context)
+    /// The user's context as the model reads it, asked at `now`.
+    pub fn context(&self, user: &User, history: &[Event], now: i64) -> UserContext {
+        context_at(user, history, Some(now), self.tokenizer, &self.config.context, self.trend)
     }
 
     /// Scores for the evaluation protocol: the beam's items get their score, every other item
     /// −∞, so it ranks after the beam (and ties count against the target).
-    pub fn scores(&self, user: &User, history: &[Event], beam: usize) -> Vec<f32> {
+    pub fn scores(&self, user: &User, history: &[Event], now: i64, beam: usize) -> Vec<f32> {
         let mut scores = vec![f32::NEG_INFINITY; self.config.items];
-        for h in self.recommend(user, history, beam, true) {
+        for h in self.recommend(user, history, now, beam, true) {
             if let Some(item) = h.item {
                 scores[item as usize] = h.score;
             }
@@ -62,10 +72,17 @@ impl Recommender<'_> {
         scores
     }
 
-    /// Up to `beam` distinct items for the user, best first; items in `history` are left out
-    /// when `exclude_history` is set. Every item is a real catalogue item.
-    pub fn recommend(&self, user: &User, history: &[Event], beam: usize, exclude_history: bool) -> Vec<Hypothesis> {
-        self.recommend_batch(&[self.request(user, history, beam, exclude_history)]).pop().unwrap_or_default()
+    /// Up to `beam` distinct items for the user at `now`, best first; items in `history` are left
+    /// out when `exclude_history` is set. Every item is a real catalogue item.
+    pub fn recommend(
+        &self,
+        user: &User,
+        history: &[Event],
+        now: i64,
+        beam: usize,
+        exclude_history: bool,
+    ) -> Vec<Hypothesis> {
+        self.recommend_batch(&[self.request(user, history, now, beam, exclude_history)]).pop().unwrap_or_default()
     }
 
     /// Decodes several users together: one stream pass for all of them, then one head step per
@@ -146,11 +163,12 @@ mod tests {
         let device = Device::flex();
         device.seed(5);
         let model = config.init(&device);
-        let recommender = Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device };
+        let recommender =
+            Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device, trend: None };
         for user in 0..3u32 {
             let history = &dataset.user_events(user)[..10];
-            let got = recommender.recommend(&dataset.users[user as usize], history, 24, false);
-            let state = recommender.states(&[recommender.context(&dataset.users[user as usize], history)]);
+            let got = recommender.recommend(&dataset.users[user as usize], history, 0, 24, false);
+            let state = recommender.states(&[recommender.context(&dataset.users[user as usize], history, 0)]);
             let log_probs = |prefix: &[Code]| {
                 let lp = model.head().next_log_probs(state.clone(), &[prefix.to_vec()]);
                 lp.into_data().try_to_vec::<f32>().unwrap()
@@ -170,13 +188,13 @@ mod tests {
             }
             assert!(got.windows(2).all(|pair| pair[0].score >= pair[1].score));
             // Excluding the history leaves it out of a narrower slate, which stays distinct.
-            let slate = recommender.recommend(&dataset.users[user as usize], history, 8, true);
+            let slate = recommender.recommend(&dataset.users[user as usize], history, 0, 8, true);
             assert!(slate.iter().all(|h| history.iter().all(|e| Some(e.item) != h.item)));
             let distinct: std::collections::HashSet<Option<ItemIdx>> = slate.iter().map(|h| h.item).collect();
             assert_eq!(distinct.len(), slate.len());
         }
         // A user with no history still gets a full, legal slate.
-        let cold = recommender.recommend(&dataset.users[0], &[], 5, true);
+        let cold = recommender.recommend(&dataset.users[0], &[], 0, 5, true);
         assert_eq!(cold.len(), 5);
         assert!(cold.iter().all(|h| h.item.is_some() && ids.item_of(&h.id) == h.item));
     }
@@ -188,19 +206,25 @@ mod tests {
         let device = Device::flex();
         device.seed(8);
         let model = config.init(&device);
-        let recommender = Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device };
+        let recommender =
+            Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device, trend: None };
         // Different history lengths, beams and exclusions, a cold user, and a zero-width request.
         let cases = [(0u32, 12, 5, true), (1, 3, 24, false), (2, 0, 7, true), (3, 20, 0, true), (4, 29, 16, true)];
         let requests: Vec<DecodeRequest> = cases
             .iter()
             .map(|&(user, len, beam, exclude)| {
-                recommender.request(&dataset.users[user as usize], &dataset.user_events(user)[..len], beam, exclude)
+                recommender.request(&dataset.users[user as usize], &dataset.user_events(user)[..len], 0, beam, exclude)
             })
             .collect();
         let together = recommender.recommend_batch(&requests);
         for (&(user, len, beam, exclude), got) in cases.iter().zip(&together) {
-            let alone =
-                recommender.recommend(&dataset.users[user as usize], &dataset.user_events(user)[..len], beam, exclude);
+            let alone = recommender.recommend(
+                &dataset.users[user as usize],
+                &dataset.user_events(user)[..len],
+                0,
+                beam,
+                exclude,
+            );
             assert_eq!(got.len(), alone.len(), "user {user}");
             for (g, a) in got.iter().zip(&alone) {
                 assert_eq!((g.item, &g.id), (a.item, &a.id), "user {user}");

@@ -20,10 +20,11 @@ use crate::codec::{self, Format};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{self, Stage};
-use crate::generator::context::{Window, build_context, training_windows};
+use crate::generator::context::{Window, context_at, training_windows};
 use crate::generator::model::{Batch, ExpertLoad, ModelConfig, OneRec, Query};
 use crate::generator::recommend::Recommender;
 use crate::generator::snapshot::check_catalogue;
+use crate::generator::trend::TrendIndex;
 use crate::tokenizer::Tokenizer;
 use crate::training::{
     Checkpointing, adamw, learning_rate, optimizer_to_bytes, restore, weights_from_bytes, weights_to_bytes,
@@ -193,7 +194,7 @@ struct Checkpoint {
     step: usize,
 }
 
-const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 3, kind: "training checkpoint" };
+const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 4, kind: "training checkpoint" };
 
 /// Trains a model from scratch, or from the checkpoint when resuming; returns the weights of the
 /// epoch with the best validation NDCG@10. `on_progress` may stop the run after an epoch (the
@@ -209,6 +210,9 @@ pub fn train(
 ) -> Result<(OneRec, TrainReport)> {
     check_catalogue(tokenizer, dataset)?;
     model_config.context.validate()?;
+    if let Some(trend) = &model_config.trend {
+        trend.validate()?;
+    }
     if model_config.items != dataset.n_items() || model_config.level_sizes != tokenizer.semantic_ids.level_sizes {
         return Err(Error::Config(format!(
             "the model is sized for {} items with codes {:?}, the tokenizer has {} items with codes {:?}",
@@ -245,7 +249,8 @@ pub fn train(
     }
     let steps_per_epoch = windows.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
-    let data = TrainingData { dataset, tokenizer, model: model_config };
+    let trend = TrendIndex::for_model(model_config, dataset.train_sequences().flatten());
+    let data = TrainingData { dataset, tokenizer, model: model_config, trend: trend.as_ref() };
     while report.epochs.len() < config.epochs {
         let epoch = report.epochs.len() + 1;
         let started = Instant::now();
@@ -280,9 +285,10 @@ pub fn train(
             });
         }
         let train_seconds = started.elapsed().as_secs_f64();
-        let recommender = Recommender { model: &model.valid(), config: model_config, tokenizer, device };
-        let valid = eval::evaluate(dataset, Stage::Valid, |u, input| {
-            recommender.scores(&dataset.users[u as usize], input, config.valid_beam)
+        let recommender =
+            Recommender { model: &model.valid(), config: model_config, tokenizer, device, trend: trend.as_ref() };
+        let valid = eval::evaluate(dataset, Stage::Valid, |u, input, now| {
+            recommender.scores(&dataset.users[u as usize], input, now, config.valid_beam)
         });
         let epoch_report = EpochReport {
             epoch,
@@ -326,6 +332,8 @@ pub struct TrainingData<'a> {
     pub dataset: &'a Dataset,
     pub tokenizer: &'a Tokenizer,
     pub model: &'a ModelConfig,
+    /// What was popular when, for a model with the trend input.
+    pub trend: Option<&'a TrendIndex>,
 }
 
 impl TrainingData<'_> {
@@ -336,7 +344,10 @@ impl TrainingData<'_> {
             .par_iter()
             .map(|w| {
                 let user = &self.dataset.users[w.user as usize];
-                let context = build_context(user, w.history(self.dataset), self.tokenizer, &self.model.context);
+                // The last query's target is the event after the window, if it has one.
+                let next = self.dataset.split(w.user).train.get(w.end).map(|e| e.timestamp);
+                let history = w.history(self.dataset);
+                let context = context_at(user, history, next, self.tokenizer, &self.model.context, self.trend);
                 (context, w.targets(self.dataset, short_len))
             })
             .unzip();
@@ -503,6 +514,7 @@ mod tests {
 #[cfg(test)]
 mod learning_tests {
     use super::*;
+    use crate::generator::context::build_context;
     use crate::test_fixtures::tiny_setup;
 
     /// The next item is always the last item plus one: a model that trains at all must learn it.
@@ -529,11 +541,12 @@ mod learning_tests {
         // a pattern this easy can come before the loss has fallen far.
         let last = report.epochs.last().unwrap().train_loss;
         assert!(last < first * 0.2, "loss {first} → {last}");
-        let recommender = Recommender { model: &model, config: &model_config, tokenizer: &tokenizer, device: &device };
+        let recommender =
+            Recommender { model: &model, config: &model_config, tokenizer: &tokenizer, device: &device, trend: None };
         let correct = (0..24u32)
             .filter(|&u| {
                 let split = dataset.split(u);
-                let top = recommender.recommend(&dataset.users[u as usize], split.test_input, 5, true);
+                let top = recommender.recommend(&dataset.users[u as usize], split.test_input, 0, 5, true);
                 top.first().and_then(|h| h.item) == split.test.map(|e| e.item)
             })
             .count();

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use onerec_core::align::{self, AlignConfig, AlignReport, Method, Policy, Progress, Source};
 use onerec_core::device::{self, DeviceChoice};
 use onerec_core::generator::snapshot::Snapshot;
+use onerec_core::generator::trend::TrendIndex;
 use onerec_core::reward::RewardSnapshot;
 use onerec_core::training::Checkpointing;
 use serde::Serialize;
@@ -161,7 +162,14 @@ pub fn run(args: AlignArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..AlignConfig::default()
     };
-    let policy = Policy { dataset: &dataset, tokenizer: &snapshot.tokenizer, config: &snapshot.model, device: &device };
+    let trend = TrendIndex::for_model(&snapshot.model, dataset.train_sequences().flatten());
+    let policy = Policy {
+        dataset: &dataset,
+        tokenizer: &snapshot.tokenizer,
+        config: &snapshot.model,
+        device: &device,
+        trend: trend.as_ref(),
+    };
     let checkpoint = args.checkpoint.path(&args.out);
     let bar = ProgressBar::new(config.steps as u64).with_style(
         ProgressStyle::with_template("align [{bar:30}] {pos}/{len} {msg} eta {eta}").expect("valid template"),

@@ -15,6 +15,7 @@ use onerec_core::generator::context::{Window, training_windows};
 use onerec_core::generator::model::{ModelConfig, Preset};
 use onerec_core::generator::recommend::{DecodeRequest, Recommender};
 use onerec_core::generator::train::{Hyper, StepTimes, TrainConfig, TrainingData, train_step};
+use onerec_core::generator::trend::TrendIndex;
 use onerec_core::tokenizer::synthetic::{synthetic_catalogue, topic_mixture};
 use onerec_core::tokenizer::{self, RqConfig, Tokenizer, TokenizerReport};
 use onerec_core::training::adamw;
@@ -219,7 +220,6 @@ fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
         let config = ModelConfig::preset(args.preset, items, ids.level_sizes.clone(), 3, tokenizer.embeddings.dim);
         parameters.push((items, config.parameter_count()));
         let model = config.init(&device);
-        let recommender = Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device };
         let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
         let histories: Vec<Vec<Event>> = (0..args.requests.max(args.batch))
             .map(|_| {
@@ -233,8 +233,17 @@ fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
                     .collect()
             })
             .collect();
+        // The requests' own events are the log the trend is counted over.
+        let trend = TrendIndex::for_model(&config, histories.iter().flatten());
+        let recommender = Recommender {
+            model: &model,
+            config: &config,
+            tokenizer: &tokenizer,
+            device: &device,
+            trend: trend.as_ref(),
+        };
         let user = User { id: "bench".into(), features: vec!["age=30".into()] };
-        let request = |h: &[Event], beam| recommender.request(&user, h, beam, true);
+        let request = |h: &[Event], beam| recommender.request(&user, h, args.history as i64, beam, true);
         for &beam in &args.beams {
             // Warm-up, so that allocations and lazy initialisation are not timed.
             recommender.recommend_batch(&[request(&histories[0], beam)]);
@@ -387,7 +396,8 @@ fn bench_train(args: TrainBenchArgs) -> anyhow::Result<()> {
     let mut model = config.init(&device);
     let parameters = model.num_params();
     let mut optimizer = adamw(train_config.weight_decay, train_config.grad_clip);
-    let data = TrainingData { dataset: &dataset, tokenizer: &tokenizer, model: &config };
+    let trend = TrendIndex::for_model(&config, dataset.train_sequences().flatten());
+    let data = TrainingData { dataset: &dataset, tokenizer: &tokenizer, model: &config, trend: trend.as_ref() };
     let mut windows = training_windows(&dataset, config.context.short_len);
     windows.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));
     let windows: Vec<&Window> = windows.iter().collect();

@@ -12,6 +12,7 @@ use onerec_core::eval::{self, RankingReport, Stage};
 use onerec_core::generator::evaluate::{GeneratorReport, evaluate};
 use onerec_core::generator::recommend::Recommender;
 use onerec_core::generator::snapshot::Snapshot;
+use onerec_core::generator::trend::TrendIndex;
 use onerec_core::reward::{RewardFn, RewardSnapshot};
 use serde::Serialize;
 
@@ -94,22 +95,28 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 None => None,
             };
             let model = snapshot.model(&device)?;
-            let recommender =
-                Recommender { model: &model, config: &snapshot.model, tokenizer: &snapshot.tokenizer, device: &device };
+            let trend = TrendIndex::for_model(&snapshot.model, dataset.train_sequences().flatten());
+            let recommender = Recommender {
+                model: &model,
+                config: &snapshot.model,
+                tokenizer: &snapshot.tokenizer,
+                device: &device,
+                trend: trend.as_ref(),
+            };
             let decoding = if args.unconstrained { Decoding::Free } else { Decoding::Constrained };
             let reward = reward.as_ref().map(|r| r as &dyn RewardFn);
             Some(evaluate(&recommender, &dataset, &stages, args.beam, decoding, reward))
         }
     };
     let popularity_scores = eval::popularity(&dataset);
-    let popularity = stages.map(|stage| eval::evaluate(&dataset, stage, |_, _| popularity_scores.clone())).to_vec();
+    let popularity = stages.map(|stage| eval::evaluate(&dataset, stage, |_, _, _| popularity_scores.clone())).to_vec();
     const THIRTY_DAYS: i64 = 30 * 24 * 3600;
     let recent_popularity = match dataset.split_rule {
         SplitRule::LeaveOneOut => Vec::new(),
         SplitRule::TimeCut { .. } => stages
             .map(|stage| {
                 let scores = eval::recent_popularity(&dataset, stage, THIRTY_DAYS);
-                eval::evaluate(&dataset, stage, |_, _| scores.clone())
+                eval::evaluate(&dataset, stage, |_, _, _| scores.clone())
             })
             .to_vec(),
     };

@@ -12,6 +12,7 @@ use onerec_core::device::{self, DeviceChoice};
 use onerec_core::generator::model::{ModelConfig, Preset};
 use onerec_core::generator::snapshot::Snapshot;
 use onerec_core::generator::train::{self, Progress, TrainConfig, TrainReport};
+use onerec_core::generator::trend::TrendConfig;
 use onerec_core::tokenizer::Tokenizer;
 use onerec_core::training::Checkpointing;
 use serde::Serialize;
@@ -46,6 +47,10 @@ pub struct TrainArgs {
     /// Dropout of the embeddings and residual branches (default: the preset's).
     #[arg(long)]
     pub dropout: Option<f64>,
+    /// Days of the "popular now" input: the model reads what everyone interacted with over this
+    /// many days before each request; 0 leaves the input out (for logs without real time).
+    #[arg(long, default_value_t = TrendConfig::default().window_seconds / 86_400)]
+    pub trend_days: i64,
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
     /// auto, cpu or gpu.
@@ -123,6 +128,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         anyhow::ensure!((0.0..1.0).contains(&dropout), "--dropout must be in [0, 1), not {dropout}");
         model_config.dropout = dropout;
     }
+    let trend_seconds = args.trend_days.checked_mul(86_400).filter(|&s| s >= 0);
+    let trend_seconds = trend_seconds
+        .ok_or_else(|| anyhow::anyhow!("--trend-days must be 0 (off) or a number of days, not {}", args.trend_days))?;
+    model_config.trend = model_config
+        .trend
+        .filter(|_| trend_seconds > 0)
+        .map(|trend| TrendConfig { window_seconds: trend_seconds, ..trend });
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,

@@ -7,11 +7,12 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use onerec_core::api::{FeedItem, ItemInfo, quantise_embedding};
-use onerec_core::data::{Dataset, ItemIdx};
+use onerec_core::data::{Dataset, Event, ItemIdx};
 use onerec_core::decode::Hypothesis;
 use onerec_core::generator::model::{ModelConfig, OneRec};
 use onerec_core::generator::recommend::Recommender;
 use onerec_core::generator::snapshot::Snapshot;
+use onerec_core::generator::trend::TrendIndex;
 use onerec_core::tokenizer::Tokenizer;
 
 /// A loaded snapshot.
@@ -22,21 +23,32 @@ pub struct Engine {
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
     pub device: Device,
+    /// What was popular when, for a model with the trend input.
+    pub trend: Option<TrendIndex>,
 }
 
 impl Engine {
-    /// Loads a snapshot for serving `dataset`'s catalogue; refuses one trained on another.
-    pub fn load(path: &Path, dataset: &Dataset, device: &Device) -> anyhow::Result<Engine> {
+    /// Loads a snapshot for serving `dataset`'s catalogue; refuses one trained on another. The
+    /// "popular now" input counts the data set's events and those `served` since, as of this load.
+    pub fn load(path: &Path, dataset: &Dataset, served: &[Event], device: &Device) -> anyhow::Result<Engine> {
         let snapshot = Snapshot::load(path)?;
         snapshot.check_dataset(dataset)?;
         let model = snapshot.model(device)?;
         let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let id = format!("{name}:{:08x}", crc32fast::hash(&snapshot.weights));
-        Ok(Engine { id, model, config: snapshot.model, tokenizer: snapshot.tokenizer, device: device.clone() })
+        let logged = (0..dataset.n_users() as u32).flat_map(|u| dataset.user_events(u));
+        let trend = TrendIndex::for_model(&snapshot.model, logged.chain(served));
+        Ok(Engine { id, model, config: snapshot.model, tokenizer: snapshot.tokenizer, device: device.clone(), trend })
     }
 
     pub fn recommender(&self) -> Recommender<'_> {
-        Recommender { model: &self.model, config: &self.config, tokenizer: &self.tokenizer, device: &self.device }
+        Recommender {
+            model: &self.model,
+            config: &self.config,
+            tokenizer: &self.tokenizer,
+            device: &self.device,
+            trend: self.trend.as_ref(),
+        }
     }
 
     fn embedding(&self, item: ItemIdx) -> Vec<i8> {

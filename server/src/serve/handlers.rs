@@ -79,7 +79,7 @@ pub async fn feed(
     // Beyond the concurrency bound, refuse at once rather than queue without limit.
     let _slot = state.decode_slots.clone().try_acquire_owned().map_err(|_| AppError::overloaded())?;
     let engine = state.engine();
-    let request = engine.recommender().request(&user, &history, beam, query.exclude_seen.unwrap_or(true));
+    let request = engine.recommender().request(&user, &history, unix_now(), beam, query.exclude_seen.unwrap_or(true));
     let deadline = Instant::now() + limits.timeout;
     let decoded = tokio::time::timeout(limits.timeout, state.batcher.decode(engine.clone(), request, deadline))
         .await
@@ -315,7 +315,8 @@ pub async fn readyz(State(state): Shared, ApiQuery(query): ApiQuery<ReadyQuery>)
     }
     if query.deep == Some(1) {
         let engine = state.engine();
-        let request = engine.recommender().request(&User { id: String::new(), features: Vec::new() }, &[], 1, false);
+        let cold = User { id: String::new(), features: Vec::new() };
+        let request = engine.recommender().request(&cold, &[], unix_now(), 1, false);
         let decode = state.batcher.decode(engine, request, Instant::now() + DEEP_CHECK_TIMEOUT);
         match tokio::time::timeout(DEEP_CHECK_TIMEOUT, decode).await {
             Ok(Some(items)) if !items.is_empty() => {}
@@ -376,10 +377,13 @@ pub async fn reload(
     };
     let path = request.snapshot.unwrap_or_else(|| state.snapshot_path.clone());
     let loader = state.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::load(&path, &loader.catalogue.dataset, &loader.device))
-        .await
-        .map_err(|e| AppError::internal(format!("the loader failed: {e}")))?
-        .map_err(|e| AppError::invalid("bad_snapshot", format!("{e:#}; the current model keeps serving")))?;
+    let engine = tokio::task::spawn_blocking(move || {
+        let served = loader.histories.served(&loader.catalogue);
+        Engine::load(&path, &loader.catalogue.dataset, &served, &loader.device)
+    })
+    .await
+    .map_err(|e| AppError::internal(format!("the loader failed: {e}")))?
+    .map_err(|e| AppError::invalid("bad_snapshot", format!("{e:#}; the current model keeps serving")))?;
     let model = engine.id.clone();
     let previous = state.swap_engine(engine);
     tracing::info!(%model, %previous, "reloaded the snapshot");

@@ -91,6 +91,19 @@ impl Histories {
         Some((page, (start > 0).then_some(start)))
     }
 
+    /// Every stored event of a catalogue item as the model reads it (undos left out), for the
+    /// "popular now" counts.
+    pub fn served(&self, catalogue: &Catalogue) -> Vec<Event> {
+        let index = self.index.read().expect("history lock");
+        let events = index.stored.values().flatten();
+        events
+            .filter_map(|e| {
+                let feedback = feedback(e.kind, e.value)?;
+                Some(Event { user: NEW_USER, item: catalogue.item(&e.item)?, timestamp: e.timestamp, feedback })
+            })
+            .collect()
+    }
+
     /// A page of the users known only through stored events, in the order they appeared, and
     /// how many there are.
     pub fn new_users(&self, offset: usize, limit: usize) -> (Vec<String>, usize) {

@@ -168,13 +168,13 @@ impl AppState {
     /// Loads the snapshot, opens the event store and starts the decoding workers.
     pub fn open(config: &ServeConfig, dataset: Dataset) -> anyhow::Result<Arc<AppState>> {
         let catalogue = Arc::new(Catalogue::new(dataset));
-        let engine = Engine::load(&config.snapshot, &catalogue.dataset, &config.device)?;
         let histories = Arc::new(Histories::default());
         let (store, writer) = {
             let (histories, catalogue) = (histories.clone(), catalogue.clone());
             EventStore::open(&config.data_dir, Box::new(move |events| histories.apply(&catalogue, events)))?
         };
         histories.apply(&catalogue, &store.all()?);
+        let engine = Engine::load(&config.snapshot, &catalogue.dataset, &histories.served(&catalogue), &config.device)?;
         let secret = auth::load_secret(config.token_secret.as_deref(), &config.data_dir)?;
         let metrics = Arc::new(Metrics::default());
         Ok(Arc::new(AppState {

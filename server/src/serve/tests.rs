@@ -434,3 +434,28 @@ async fn an_undo_takes_a_like_out_of_what_the_model_reads() {
     let kinds: Vec<&str> = history["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["undo", "like", "like"], "the stored history keeps what happened");
 }
+
+#[tokio::test]
+async fn a_reload_counts_what_was_chosen_since_in_what_is_popular_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = open(&config(dir.path()));
+    let app = router(state.clone());
+    let items = item_ids(&state, 2);
+    // Two hours ago, three users chose one item, and another was shown and skipped more often.
+    let at = super::auth::unix_now() - 2 * 3600;
+    let event = |id: String, user: &str, item: &str, kind: &str| json!({"event_id": id, "user": user, "item": item, "kind": kind, "timestamp": at});
+    let mut batch: Vec<Value> =
+        ["ann", "bo", "cy"].iter().map(|u| event(format!("{u}-c"), u, &items[0], "click")).collect();
+    for (i, kind) in ["impression", "skip"].iter().cycle().take(6).enumerate() {
+        batch.push(event(format!("s{i}"), "dee", &items[1], kind));
+    }
+    assert_eq!(call(&app, post("/v1/events", Some(KEY), json!({ "events": batch }))).await.0, StatusCode::OK);
+    let popular_now = |state: &AppState| {
+        let trend = state.engine().trend.as_ref().expect("the tiny preset reads the trend").at(at + 3 * 3600);
+        trend.iter().map(|&(item, _)| state.catalogue.dataset.items[item as usize].id.clone()).collect::<Vec<_>>()
+    };
+    assert_ne!(popular_now(&state), [items[0].clone()], "the engine was loaded before the events");
+    let (status, _, body) = call(&app, post("/admin/reload", Some(ADMIN), json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(popular_now(&state), [items[0].clone()], "chosen counts; shown or skipped does not");
+}

@@ -21,6 +21,8 @@
 //! So a window's context serves every target in it: the target after `v` recent events is a query
 //! that sees those `v` and nothing later.
 
+use std::collections::HashMap;
+
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::ModelConfig;
@@ -64,6 +66,19 @@ pub struct Batch {
     pub lifelong: Tensor<2>,
     /// `[groups]` first-level code of each group.
     pub lifelong_codes: Tensor<1, Int>,
+    /// `[lists, K]`: item index + 1 and share of the entries of each distinct [`Trending`] list
+    /// of the batch; list 0 is the empty list (all shares 0) of the tokens that carry none.
+    ///
+    /// [`Trending`]: crate::generator::trend::Trending
+    pub trend_items: Tensor<2, Int>,
+    pub trend_shares: Tensor<2>,
+    /// `[contexts + events]`: what each static token and each event token carries of the
+    /// [`Moment`] of the query that reads its state: its away bucket (0: no query reads this
+    /// token, or its moment is unknown) and its trend list.
+    ///
+    /// [`Moment`]: crate::generator::context::Moment
+    pub moment_away: Tensor<1, Int>,
+    pub trend_of: Tensor<1, Int>,
     /// `[rows · len]`: the token of each slot (see the struct's doc).
     pub slots: Tensor<1, Int>,
     /// `[rows, len]`: the logical position of each slot.
@@ -78,6 +93,48 @@ pub struct Batch {
     pub targets: Option<Targets>,
     /// Seed of this pass's dropout masks; `None` (the default) runs without dropout.
     pub noise_seed: Option<u64>,
+}
+
+/// The distinct trend lists of a batch, list 0 empty.
+struct TrendLists {
+    lists: Vec<Vec<(ItemIdx, f32)>>,
+    index: HashMap<*const (ItemIdx, f32), i64>,
+}
+
+impl Default for TrendLists {
+    fn default() -> Self {
+        TrendLists { lists: vec![Vec::new()], index: HashMap::new() }
+    }
+}
+
+impl TrendLists {
+    /// The index of `list`, added if new. Lists are shared (`Arc`s), so identity finds repeats.
+    fn index(&mut self, list: &[(ItemIdx, f32)]) -> i64 {
+        if list.is_empty() {
+            return 0;
+        }
+        *self.index.entry(list.as_ptr()).or_insert_with(|| {
+            self.lists.push(list.to_vec());
+            self.lists.len() as i64 - 1
+        })
+    }
+
+    /// `[lists, K]` items + 1 and shares, padded with item 0 at share 0.
+    fn tensors(self, device: &Device) -> (Tensor<2, Int>, Tensor<2>) {
+        let k = self.lists.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let rows = self.lists.len();
+        let (mut items, mut shares) = (vec![0i64; rows * k], vec![0f32; rows * k]);
+        for (r, list) in self.lists.iter().enumerate() {
+            for (j, &(item, share)) in list.iter().enumerate() {
+                items[r * k + j] = item as i64 + 1;
+                shares[r * k + j] = share;
+            }
+        }
+        (
+            Tensor::from_data(TensorData::new(items, [rows, k]), device),
+            Tensor::from_data(TensorData::new(shares, [rows, k]), device),
+        )
+    }
 }
 
 /// A token of a segment, by kind and index among the batch's tokens of that kind.
@@ -148,6 +205,10 @@ impl Batch {
         let (mut items, mut feedback, mut gaps) = (Vec::new(), Vec::new(), Vec::new());
         let mut codes = vec![Vec::new(); levels];
         let (mut lifelong, mut lifelong_codes) = (Vec::new(), Vec::new());
+        let mut trends = TrendLists::default();
+        // Moments of the static tokens, then of the events: (away bucket, trend list).
+        let mut static_moments = Vec::with_capacity(n);
+        let mut event_moments = Vec::new();
 
         // Tokens first: events and lifelong groups in context order; indices are fixed up below
         // once the number of contexts (static tokens) and events is known.
@@ -167,8 +228,14 @@ impl Batch {
                 Token::Event(items.len() - 1)
             };
             let positives: Vec<Token> = context.positive.iter().take(positive_len).map(&mut event).collect();
-            let recent = &context.recent[context.recent.len().saturating_sub(short_len)..];
-            let recent: Vec<Token> = recent.iter().map(&mut event).collect();
+            let skipped = context.recent.len().saturating_sub(short_len);
+            let recent: Vec<Token> = context.recent[skipped..].iter().map(&mut event).collect();
+            // The query that sees `v` recent events reads the static token (v = 0) or event v - 1.
+            let mut moment =
+                |v: usize| context.moments.get(v).map_or((0, 0), |m| (m.away as i64, trends.index(&m.trending)));
+            static_moments.push(moment(skipped));
+            event_moments.extend(std::iter::repeat_n((0, 0), positives.len()));
+            event_moments.extend((1..=recent.len()).map(|v| moment(skipped + v)));
             let groups: Vec<Token> = context
                 .lifelong
                 .iter()
@@ -262,6 +329,8 @@ impl Batch {
             Tensor::<1, Int>::from_data(TensorData::new(v, [len]), device)
         };
         let q = query_slots.len();
+        let (trend_items, trend_shares) = trends.tensors(device);
+        let (moment_away, trend_of) = static_moments.into_iter().chain(event_moments).unzip();
         Batch {
             features: Tensor::from_data(TensorData::new(features, [n, width]), device),
             feature_weights: Tensor::from_data(TensorData::new(feature_weights, [n, width]), device),
@@ -271,6 +340,10 @@ impl Batch {
             event_codes: codes.into_iter().map(int1).collect(),
             lifelong: Tensor::from_data(TensorData::new(lifelong, [groups, dim + 1]), device),
             lifelong_codes: int1(lifelong_codes),
+            trend_items,
+            trend_shares,
+            moment_away: int1(moment_away),
+            trend_of: int1(trend_of),
             slots: int1(slot_tokens),
             positions: Tensor::from_data(TensorData::new(positions, [b, len]), device),
             hidden: Tensor::from_data(TensorData::new(hidden, [b, len, len]), device),

@@ -16,6 +16,10 @@
 //!   window of `short_len` events trains `short_len + 1` targets;
 //! - every event token carries its item, its semantic codes, its feedback and the time gap before
 //!   it (HSTU interleaves separate action tokens; summing them keeps the stream half as long);
+//! - the token whose state answers a query also carries the query's [`Moment`]: how long the
+//!   user has been away (to the hour, at the finest), and (with [`ModelConfig::trend`]) a projection of what everyone was
+//!   interacting with then. Both are known when a request arrives, and both are in the query's
+//!   past, so the window stays leak-free;
 //! - the causal blocks' feed-forward layers are mixtures of experts with loss-free balancing, as
 //!   in OneRec's decoder, computed for the routed experts only;
 //! - the **ID head** generates the semantic ID level by level from a position's state: level `l`
@@ -48,7 +52,10 @@ use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::generator::context::{ContextConfig, FEEDBACK_BUCKETS, GAP_BUCKETS};
+#[cfg(doc)]
+use crate::generator::context::Moment;
+use crate::generator::context::{AWAY_BUCKETS, ContextConfig, FEEDBACK_BUCKETS, GAP_BUCKETS};
+use crate::generator::trend::TrendConfig;
 pub use batch::{Batch, Query, Targets};
 use dropout::Dropout;
 pub use head::{IdDecoder, IdHead};
@@ -77,6 +84,8 @@ pub struct ModelConfig {
     /// Dimension of the item embeddings that lifelong tokens average.
     pub item_embedding_dim: usize,
     pub context: ContextConfig,
+    /// The "popular now" input (see [`crate::generator::trend`]); `None` leaves it out.
+    pub trend: Option<TrendConfig>,
 }
 
 /// Named sizes: `tiny` for tests, `small` for MovieLens-100K, `base` for about 0.1B parameters.
@@ -126,6 +135,7 @@ impl ModelConfig {
             semantic_levels,
             item_embedding_dim,
             context: ContextConfig { short_len, positive_len, lifelong_tokens: lifelong, ..ContextConfig::default() },
+            trend: Some(TrendConfig::default()),
         }
     }
 
@@ -138,10 +148,16 @@ impl ModelConfig {
     /// sized without allocating it).
     pub fn parameter_count(&self) -> usize {
         let d = self.d_model;
-        let embeddings =
-            (self.context.feature_buckets + 1 + self.items + 1 + FEEDBACK_BUCKETS + GAP_BUCKETS + self.stream_len())
-                * d
-                + self.level_sizes.iter().map(|v| v * d).sum::<usize>();
+        let embeddings = (self.context.feature_buckets
+            + 1
+            + self.items
+            + 1
+            + FEEDBACK_BUCKETS
+            + GAP_BUCKETS
+            + AWAY_BUCKETS
+            + self.stream_len())
+            * d
+            + self.level_sizes.iter().map(|v| v * d).sum::<usize>();
         let lifelong = (self.item_embedding_dim + 1) * d + d;
         let attention = 3 * d * d + d * d;
         let swiglu = 3 * d * self.d_ff;
@@ -149,7 +165,8 @@ impl ModelConfig {
         let blocks = self.layers * (2 * d + attention + moe) + d;
         let head: usize = self.level_sizes.iter().map(|v| 2 * d + swiglu + v).sum();
         let item_score = d;
-        embeddings + lifelong + blocks + head + item_score
+        let trend = if self.trend.is_some() { d * d } else { 0 };
+        embeddings + lifelong + blocks + head + item_score + trend
     }
 
     pub fn init(&self, device: &Device) -> OneRec {
@@ -163,7 +180,13 @@ impl ModelConfig {
             item_embedding: emb(self.items + 1),
             feedback_embedding: emb(FEEDBACK_BUCKETS),
             gap_embedding: emb(GAP_BUCKETS),
+            away_embedding: emb(AWAY_BUCKETS),
             lifelong_projection: LinearConfig::new(self.item_embedding_dim + 1, self.d_model).init(device),
+            // No bias: a token without a trend gets exactly nothing added.
+            trend_projection: self
+                .trend
+                .as_ref()
+                .map(|_| LinearConfig::new(self.d_model, self.d_model).with_bias(false).init(device)),
             positions: emb(self.stream_len()),
             blocks: (0..self.layers).map(|_| Block::new(self, device)).collect(),
             norm: RmsNormConfig::new(self.d_model).init(device),
@@ -251,6 +274,10 @@ pub struct OneRec {
     feedback_embedding: Embedding,
     gap_embedding: Embedding,
     lifelong_projection: Linear,
+    /// How long the user has been away when a query is asked, on the token that answers it.
+    away_embedding: Embedding,
+    /// Maps the share-weighted mean embedding of the trending items into a token's input.
+    trend_projection: Option<Linear>,
     positions: Embedding,
     blocks: Vec<Block>,
     norm: RmsNorm,
@@ -282,16 +309,29 @@ impl OneRec {
             * batch.feature_weights.clone().unsqueeze_dim::<3>(2))
         .sum_dim(1)
         .reshape([contexts, d]);
-        let mut tokens = vec![features];
-        // Event tokens: item ID + semantic codes + feedback + time since the previous event.
-        if batch.event_items.dims()[0] > 0 {
-            let mut events = lookup(&self.item_embedding, &batch.event_items)
+        let events = batch.event_items.dims()[0];
+        // What the static and event tokens carry of the moment of the query that reads them.
+        let mut moments = lookup(&self.away_embedding, &batch.moment_away);
+        if let Some(projection) = &self.trend_projection {
+            let [lists, k] = batch.trend_items.dims();
+            let entries = lookup(&self.item_embedding, &batch.trend_items.clone().reshape([lists * k]));
+            let mixed = (entries.reshape([lists, k, d]) * batch.trend_shares.clone().unsqueeze_dim::<3>(2))
+                .sum_dim(1)
+                .reshape([lists, d]);
+            moments = moments + projection.forward(mixed).select(0, batch.trend_of.clone());
+        }
+        let with_moment = |x: Tensor<2>, from: usize, len: usize| x + moments.clone().narrow(0, from, len);
+        let mut tokens = vec![with_moment(features, 0, contexts)];
+        // Event tokens: item ID + semantic codes + feedback + time since the previous event
+        // (+ the moment of the query that reads it).
+        if events > 0 {
+            let mut x = lookup(&self.item_embedding, &batch.event_items)
                 + lookup(&self.feedback_embedding, &batch.event_feedback)
                 + lookup(&self.gap_embedding, &batch.event_gaps);
             for (table, level) in codes.iter().zip(&batch.event_codes) {
-                events = events + lookup(table, level);
+                x = x + lookup(table, level);
             }
-            tokens.push(events);
+            tokens.push(with_moment(x, contexts, events));
         }
         // Lifelong tokens: mean embedding and log-size of a group, plus the group's first code.
         if batch.lifelong_codes.dims()[0] > 0 {

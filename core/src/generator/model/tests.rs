@@ -2,7 +2,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::*;
 use crate::data::ItemIdx;
-use crate::generator::context::build_context;
+use crate::generator::context::{build_context, context_at};
+use crate::generator::trend::{TrendConfig, TrendIndex};
 use crate::test_fixtures::tiny_setup;
 use crate::tokenizer::Code;
 
@@ -108,6 +109,39 @@ fn a_window_query_is_the_prefix_context_alone() {
     let (alone_loss, _) = model.loss(&Batch::new(&alone, Some(&targets), ids, &config, &device));
     let (w, a) = (window_loss.into_scalar::<f32>(), alone_loss.into_scalar::<f32>());
     assert!((w - a).abs() < 1e-4, "window {w}, separate contexts {a}");
+}
+
+/// Training and serving read the same trend: in a window, the query that sees `v` recent events
+/// is asked at its target's moment, as a request for that prefix alone would be.
+#[test]
+fn a_window_query_reads_the_trend_its_prefix_is_served_with() {
+    let _rng = crate::test_fixtures::device_rng();
+    let (dataset, tokenizer, mut config, device) = setup();
+    config.trend = Some(TrendConfig { window_seconds: 5, items: 4, resolution_seconds: 1 });
+    let model = config.init(&device);
+    let ids = &tokenizer.semantic_ids;
+    let log = (0..dataset.n_users() as u32).flat_map(|u| dataset.user_events(u));
+    let trend = TrendIndex::for_model(&config, log).expect("the config has a trend");
+    let all = dataset.user_events(3);
+    let n = config.context.short_len;
+    let (events, user, target) = (&all[..n], &dataset.users[3], all[20].item);
+    let at = |history: &[crate::data::Event], now: i64, trend: Option<&TrendIndex>| {
+        context_at(user, history, Some(now), &tokenizer, &config.context, trend)
+    };
+    let context = at(events, all[n].timestamp, Some(&trend));
+    let distinct: std::collections::HashSet<Vec<ItemIdx>> =
+        context.moments.iter().map(|m| m.trending.iter().map(|e| e.0).collect()).collect();
+    assert!(distinct.len() > 2, "the window's queries read different trends");
+    let queries: Vec<Query> = (0..=n).map(|sees| Query { sees, item: Some(target) }).collect();
+    let window = Batch::windows(std::slice::from_ref(&context), std::slice::from_ref(&queries), ids, &config, &device);
+    let alone: Vec<_> = (0..=n).map(|v| at(&events[..v], all[v].timestamp, Some(&trend))).collect();
+    let targets = vec![target; alone.len()];
+    let loss = |b: &Batch| model.loss(b).0.into_scalar::<f32>();
+    let (w, a) = (loss(&window), loss(&Batch::new(&alone, Some(&targets), ids, &config, &device)));
+    assert!((w - a).abs() < 1e-4, "window {w}, served prefixes {a}");
+    let blind = at(events, all[n].timestamp, None);
+    let without = loss(&Batch::windows(&[blind], &[queries], ids, &config, &device));
+    assert!((w - without).abs() > 1e-4, "the trend changes the predictions");
 }
 
 /// The teacher-forced log π(ID) that training and alignment differentiate is the sum of the
