@@ -183,7 +183,7 @@ pub fn build_context(user: &User, history: &[Event], tokenizer: &Tokenizer, conf
     let split = history.len().saturating_sub(config.short_len);
     let token = |i: usize| {
         let e = &history[i];
-        let gap = i.checked_sub(1).map(|p| e.timestamp - history[p].timestamp);
+        let gap = i.checked_sub(1).map(|p| e.timestamp.saturating_sub(history[p].timestamp));
         HistoryToken { item: e.item, feedback: feedback_bucket(e.feedback), gap: gap_bucket(gap) }
     };
     UserContext {
@@ -217,7 +217,7 @@ pub fn context_at(
     context.moments = (0..=n)
         .map_while(|v| {
             let asked = history.get(first + v).map(|e| e.timestamp).or(now)?;
-            let last_seen = (first + v).checked_sub(1).map(|i| asked - history[i].timestamp);
+            let last_seen = (first + v).checked_sub(1).map(|i| asked.saturating_sub(history[i].timestamp));
             Some(Moment { away: away_bucket(last_seen), trending: trend.map(|t| t.at(asked)).unwrap_or_default() })
         })
         .collect();

@@ -14,8 +14,8 @@
 //! event is counted) and answers at a fixed resolution, so that the bursts of events logged in
 //! the same second all read the same list. A moment after the log's end reads the list at the
 //! end: the log is everything the index knows, as a time-cut deployment knows nothing after its
-//! cut. Counting uses an ordered set of `(count, item)`, so building costs O(events · log items)
-//! plus O(K) per bucket, whatever the size of the catalogue.
+//! cut. Counting uses an ordered set of `(count, item)`, and a list is kept only where it changes,
+//! so building costs O(events · (log items + K)), whatever the size of the catalogue or the span.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -59,29 +59,37 @@ impl TrendConfig {
     }
 }
 
-/// The [`Trending`] list of every bucket from the log's first event to one past its last.
+/// The [`Trending`] list from each bucket where it changes: where an event enters the window or
+/// leaves it. So the index costs its events, not its span: a log whose timestamps lie centuries
+/// apart (a client may post any moment) holds as many lists as one that spans a day.
 #[derive(Clone, Debug, Default)]
 pub struct TrendIndex {
     resolution: i64,
-    /// The bucket of `lists[0]`.
-    first_bucket: i64,
-    /// `lists[b]`: the trend over the window before the start of bucket `first_bucket + b`.
-    lists: Vec<Trending>,
+    /// `(bucket, list)` in bucket order: the trend over the window before the start of each
+    /// bucket from this one to the next; the last holds after the log's end.
+    changes: Vec<(i64, Trending)>,
 }
 
 impl TrendIndex {
-    /// Counts `events` (in any order) for every bucket of the span they cover. Impressions and
-    /// skips are not counted: what a feed showed is not what people chose, and counting it would
-    /// feed the recommender's own choices back into the trend.
+    /// Counts `events` (in any order). Impressions and skips are not counted: what a feed showed
+    /// is not what people chose, and counting it would feed the recommender's own choices back
+    /// into the trend.
     pub fn new<'a>(events: impl IntoIterator<Item = &'a Event>, config: &TrendConfig) -> TrendIndex {
+        let (resolution, window) = (config.resolution_seconds, config.window_seconds);
         let chosen = events.into_iter().filter(|e| !matches!(e.feedback, Feedback::Impression | Feedback::Skip));
         let mut log: Vec<(i64, ItemIdx)> = chosen.map(|e| (e.timestamp, e.item)).collect();
         log.sort_unstable();
-        let (Some(&(first, _)), Some(&(last, _))) = (log.first(), log.last()) else {
-            return TrendIndex { resolution: config.resolution_seconds, ..TrendIndex::default() };
-        };
-        let bucket = |t: i64| t.div_euclid(config.resolution_seconds);
-        let (first_bucket, end_bucket) = (bucket(first), bucket(last) + 1);
+        let bucket = |t: i64| t.div_euclid(resolution);
+        let end = log.last().map_or(i64::MIN, |&(last, _)| bucket(last).saturating_add(1));
+        // An event enters the window of the bucket after its own, and leaves that of the first
+        // bucket starting more than a window after it. Nothing changes after the log's end.
+        let mut points: Vec<i64> = log
+            .iter()
+            .flat_map(|&(t, _)| [bucket(t), bucket(t.saturating_add(window))].map(|b| b.saturating_add(1)))
+            .filter(|&b| b <= end)
+            .collect();
+        points.sort_unstable();
+        points.dedup();
         let mut counts: std::collections::HashMap<ItemIdx, u32> = Default::default();
         let mut ranked: BTreeSet<(u32, std::cmp::Reverse<ItemIdx>)> = BTreeSet::new();
         let mut change = |item: ItemIdx, up: bool, ranked: &mut BTreeSet<_>| {
@@ -93,25 +101,22 @@ impl TrendIndex {
             }
         };
         let (mut added, mut removed) = (0, 0);
-        let mut lists: Vec<Trending> = Vec::with_capacity((end_bucket - first_bucket + 1) as usize);
-        for b in first_bucket..=end_bucket {
-            let start = b * config.resolution_seconds;
-            let before = (added, removed);
-            while added < log.len() && log[added].0 < start {
-                change(log[added].1, true, &mut ranked);
-                added += 1;
-            }
-            while removed < added && log[removed].0 < start - config.window_seconds {
-                change(log[removed].1, false, &mut ranked);
-                removed += 1;
-            }
-            let list = match lists.last() {
-                Some(previous) if (added, removed) == before => previous.clone(),
-                _ => top_shares(&ranked, config.items),
-            };
-            lists.push(list);
-        }
-        TrendIndex { resolution: config.resolution_seconds, first_bucket, lists }
+        let changes = points
+            .into_iter()
+            .map(|b| {
+                let start = b.saturating_mul(resolution);
+                while added < log.len() && log[added].0 < start {
+                    change(log[added].1, true, &mut ranked);
+                    added += 1;
+                }
+                while removed < added && log[removed].0 < start.saturating_sub(window) {
+                    change(log[removed].1, false, &mut ranked);
+                    removed += 1;
+                }
+                (b, top_shares(&ranked, config.items))
+            })
+            .collect();
+        TrendIndex { resolution, changes }
     }
 
     /// The index a model with the trend input reads, over `events`; `None` for a model without it.
@@ -122,12 +127,10 @@ impl TrendIndex {
     /// The trend over the window before `moment` (rounded down to the resolution); before the
     /// log, nothing; after it, the trend at its end.
     pub fn at(&self, moment: i64) -> Trending {
-        let b = moment.div_euclid(self.resolution) - self.first_bucket;
-        match self.lists.last() {
-            None => Arc::from([]),
-            Some(last) if b >= self.lists.len() as i64 => last.clone(),
-            Some(_) if b < 0 => Arc::from([]),
-            Some(_) => self.lists[b as usize].clone(),
+        let b = moment.div_euclid(self.resolution);
+        match self.changes.partition_point(|&(from, _)| from <= b) {
+            0 => Arc::from([]),
+            i => self.changes[i - 1].1.clone(),
         }
     }
 }
@@ -178,6 +181,18 @@ mod tests {
     }
 
     #[test]
+    fn a_log_spanning_any_time_costs_its_events_not_its_span() {
+        let config = TrendConfig::default();
+        let late = i64::MAX / 2;
+        let index = TrendIndex::new(&[event(0, 1), event(late, 2), event(i64::MAX, 3)], &config);
+        assert!(index.changes.len() <= 6, "{} lists for 3 events", index.changes.len());
+        assert_eq!(&*index.at(3_600), &[(1, 1.0)]);
+        assert!(index.at(late / 2).is_empty(), "between the events the window is empty");
+        assert_eq!(&*index.at(late + 3_600), &[(2, 1.0)]);
+        let _ = (index.at(i64::MAX), index.at(i64::MIN));
+    }
+
+    #[test]
     fn before_the_log_nothing_is_trending_and_after_it_the_end_holds() {
         let config = TrendConfig { window_seconds: 100, items: 2, resolution_seconds: 1 };
         let log = [event(10, 4), event(11, 4), event(12, 5)];
@@ -187,6 +202,7 @@ mod tests {
         assert_eq!(&*index.at(11), &[(4, 1.0)]);
         assert_eq!(&*index.at(1_000_000), &[(4, 2.0 / 3.0), (5, 1.0 / 3.0)]);
         assert!(TrendIndex::new(&[], &config).at(3).is_empty());
+        assert!(TrendIndex::new(&[], &config).at(i64::MIN).is_empty());
         let shown = [Feedback::Impression, Feedback::Skip].map(|feedback| Event { feedback, ..event(12, 6) });
         let with_shown = TrendIndex::new(log.iter().chain(&shown), &config);
         assert_eq!(&*with_shown.at(1_000_000), &*index.at(1_000_000), "shown or skipped is not chosen");

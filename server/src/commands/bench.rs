@@ -221,13 +221,15 @@ fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
         parameters.push((items, config.parameter_count()));
         let model = config.init(&device);
         let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+        // An event an hour, so that the trend index has a list for every request to read.
+        const HOUR: i64 = 3_600;
         let histories: Vec<Vec<Event>> = (0..args.requests.max(args.batch))
             .map(|_| {
                 (0..args.history)
                     .map(|t| Event {
                         user: 0,
                         item: rng.random_range(0..items as u32),
-                        timestamp: t as i64,
+                        timestamp: t as i64 * HOUR,
                         feedback: Feedback::Rating(rng.random_range(1..=5) as f32),
                     })
                     .collect()
@@ -243,7 +245,7 @@ fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
             trend: trend.as_ref(),
         };
         let user = User { id: "bench".into(), features: vec!["age=30".into()] };
-        let request = |h: &[Event], beam| recommender.request(&user, h, args.history as i64, beam, true);
+        let request = |h: &[Event], beam| recommender.request(&user, h, args.history as i64 * HOUR, beam, true);
         for &beam in &args.beams {
             // Warm-up, so that allocations and lazy initialisation are not timed.
             recommender.recommend_batch(&[request(&histories[0], beam)]);
