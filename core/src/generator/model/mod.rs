@@ -41,13 +41,14 @@
 //! is the running state of each beam.
 
 pub mod batch;
+mod cross_entropy;
 mod dropout;
 mod head;
 mod moe;
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +58,7 @@ use crate::generator::context::Moment;
 use crate::generator::context::{AWAY_BUCKETS, ContextConfig, FEEDBACK_BUCKETS, GAP_BUCKETS};
 use crate::generator::trend::TrendConfig;
 pub use batch::{Batch, Query, Targets};
+use cross_entropy::cross_entropy_sum;
 use dropout::Dropout;
 pub use head::{IdDecoder, IdHead};
 pub use moe::{ExpertLoad, MoeFfn, SwiGlu};
@@ -384,8 +386,8 @@ impl OneRec {
         let [count, levels] = targets.codes.dims();
         let ids =
             self.head.sequence_log_probs(states.clone(), targets.codes).sum().neg() / (count.max(1) * levels) as f32;
-        let items = log_softmax(self.item_scores(states), 1).gather(1, targets.items.reshape([count, 1]));
-        (ids + items.sum().neg() / count.max(1) as f32, loads)
+        let items = cross_entropy_sum(self.item_scores(states), targets.items);
+        (ids + items / count.max(1) as f32, loads)
     }
 
     /// Applies loss-free balancing to every MoE layer from the loads of a step.
