@@ -160,7 +160,7 @@ struct Checkpoint {
     report: AlignReport,
 }
 
-const CHECKPOINT: Format = Format { magic: b"ONRECALC", version: 4, kind: "alignment checkpoint" };
+const CHECKPOINT: Format = Format { magic: b"ONRECALC", version: 5, kind: "alignment checkpoint" };
 
 /// The model, its catalogue and the data it is aligned on.
 pub struct Policy<'a> {

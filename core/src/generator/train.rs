@@ -194,7 +194,7 @@ struct Checkpoint {
     step: usize,
 }
 
-const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 4, kind: "training checkpoint" };
+const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 5, kind: "training checkpoint" };
 
 /// Trains a model from scratch, or from the checkpoint when resuming; returns the weights of the
 /// epoch with the best validation NDCG@10. `on_progress` may stop the run after an epoch (the

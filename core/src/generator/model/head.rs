@@ -1,7 +1,7 @@
 //! The ID head: from the state of a stream position to a semantic ID, one level at a time.
 //!
 //! Level `l` reads `u_l = state + Σ_{j<l} E_j[c_j]`, the state plus the embeddings of the codes
-//! chosen so far, refines it with a residual SwiGLU of its own, and scores every code of level
+//! chosen so far, refines it with a residual ReGLU of its own, and scores every code of level
 //! `l` against `E_l`, the same table the stream uses for the codes of history items (tied, so a
 //! code's meaning is learnt once), plus a per-code bias. So a whole ID costs `levels` small
 //! products per target, and beam search keeps one running `u` per beam instead of a KV cache.
@@ -11,7 +11,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::{ModelConfig, SwiGlu};
+use super::{ModelConfig, ReGlu};
 use crate::decode::CodeStepper;
 use crate::tokenizer::Code;
 
@@ -19,7 +19,7 @@ use crate::tokenizer::Code;
 #[derive(Module, Debug)]
 struct Level {
     norm: RmsNorm,
-    ffn: SwiGlu,
+    ffn: ReGlu,
     out_norm: RmsNorm,
     bias: Param<Tensor<1>>,
 }
@@ -46,7 +46,7 @@ impl IdHead {
                 .iter()
                 .map(|&v| Level {
                     norm: RmsNormConfig::new(d).init(device),
-                    ffn: SwiGlu::new(d, config.d_ff, device),
+                    ffn: ReGlu::new(d, config.d_ff, device),
                     out_norm: RmsNormConfig::new(d).init(device),
                     bias: Param::from_tensor(Tensor::zeros([v], device)),
                 })

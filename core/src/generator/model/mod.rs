@@ -23,7 +23,7 @@
 //! - the causal blocks' feed-forward layers are mixtures of experts with loss-free balancing, as
 //!   in OneRec's decoder, computed for the routed experts only;
 //! - the **ID head** generates the semantic ID level by level from a position's state: level `l`
-//!   reads the state plus the embeddings of the codes chosen before it, through a small SwiGLU,
+//!   reads the state plus the embeddings of the codes chosen before it, through a small ReGLU,
 //!   and scores level `l`'s codes against the same code embeddings the stream reads (tied, as
 //!   SASRec ties its item table). It costs a few `d × codes` products per target, not a decoder
 //!   pass with cross-attention, so training cost is the stream's, amortised over the window;
@@ -61,7 +61,7 @@ pub use batch::{Batch, Query, Targets};
 use cross_entropy::cross_entropy_sum;
 use dropout::Dropout;
 pub use head::{IdDecoder, IdHead};
-pub use moe::{ExpertLoad, MoeFfn, SwiGlu};
+pub use moe::{ExpertLoad, MoeFfn, ReGlu};
 
 /// Sizes of the model. Stored in the snapshot, so a model is always rebuilt as it was trained.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,7 +70,7 @@ pub struct ModelConfig {
     pub heads: usize,
     /// Causal blocks over the stream.
     pub layers: usize,
-    /// Hidden width of each SwiGLU (expert or head).
+    /// Hidden width of each ReGLU (expert or head).
     pub d_ff: usize,
     /// Experts E of each block's MoE layer (1 = dense).
     pub experts: usize,
@@ -162,10 +162,10 @@ impl ModelConfig {
             + self.level_sizes.iter().map(|v| v * d).sum::<usize>();
         let lifelong = (self.item_embedding_dim + 1) * d + d;
         let attention = 3 * d * d + d * d;
-        let swiglu = 3 * d * self.d_ff;
-        let moe = self.experts * swiglu + if self.experts > 1 { d * self.experts + self.experts } else { 0 };
+        let glu = 3 * d * self.d_ff;
+        let moe = self.experts * glu + if self.experts > 1 { d * self.experts + self.experts } else { 0 };
         let blocks = self.layers * (2 * d + attention + moe) + d;
-        let head: usize = self.level_sizes.iter().map(|v| 2 * d + swiglu + v).sum();
+        let head: usize = self.level_sizes.iter().map(|v| 2 * d + glu + v).sum();
         let item_score = d;
         let trend = if self.trend.is_some() { d * d } else { 0 };
         embeddings + lifelong + blocks + head + item_score + trend
@@ -234,7 +234,7 @@ impl SelfAttention {
     }
 }
 
-/// Pre-norm causal block: self-attention, then the MoE SwiGLU.
+/// Pre-norm causal block: self-attention, then the MoE ReGLU.
 #[derive(Module, Debug)]
 pub struct Block {
     attention_norm: RmsNorm,

@@ -1,36 +1,42 @@
-//! Feed-forward layers: SwiGLU, and a mixture of SwiGLU experts with top-k routing and
+//! Feed-forward layers: ReGLU, and a mixture of ReGLU experts with top-k routing and
 //! loss-free load balancing (a per-expert bias that steers selection, not the gate values).
+//!
+//! ReGLU rather than SwiGLU: Shazeer's comparison ("GLU Variants Improve Transformer", 2020) puts
+//! the two within 0.6% of each other in perplexity, and burn's CPU backend takes SiLU's sigmoid
+//! one libm `exp` per element, forward and again backward. That was 11% of a training step
+//! (`perf` over `onerec bench train`); with ReLU the step is about a fifth faster, at the same
+//! validation NDCG@10 on MovieLens-100K (see the README's quality table).
 
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::{relu, softmax};
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
-/// `down(silu(gate(x)) ⊙ up(x))`.
+/// `down(relu(gate(x)) ⊙ up(x))`.
 #[derive(Module, Debug)]
-pub struct SwiGlu {
+pub struct ReGlu {
     gate: Linear,
     up: Linear,
     down: Linear,
 }
 
-impl SwiGlu {
+impl ReGlu {
     pub fn new(d_model: usize, d_ff: usize, device: &Device) -> Self {
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
-        SwiGlu { gate: linear(d_model, d_ff), up: linear(d_model, d_ff), down: linear(d_ff, d_model) }
+        ReGlu { gate: linear(d_model, d_ff), up: linear(d_model, d_ff), down: linear(d_ff, d_model) }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.down.forward(silu(self.gate.forward(x.clone())) * self.up.forward(x))
+        self.down.forward(relu(self.gate.forward(x.clone())) * self.up.forward(x))
     }
 }
 
-/// E SwiGLU experts; each token goes to the `top_k` experts its router scores highest (after the
+/// E ReGLU experts; each token goes to the `top_k` experts its router scores highest (after the
 /// balancing bias), weighted by a softmax over those experts' unbiased scores. With one expert it
-/// is a plain dense SwiGLU.
+/// is a plain dense ReGLU.
 #[derive(Module, Debug)]
 pub struct MoeFfn {
-    experts: Vec<SwiGlu>,
+    experts: Vec<ReGlu>,
     router: Linear,
     /// Added to router scores for selection only; trained by [`MoeFfn::rebalance`], not by gradients.
     balance_bias: Param<Tensor<1>>,
@@ -43,7 +49,7 @@ pub type ExpertLoad = Vec<f32>;
 impl MoeFfn {
     pub fn new(d_model: usize, d_ff: usize, experts: usize, top_k: usize, device: &Device) -> Self {
         MoeFfn {
-            experts: (0..experts).map(|_| SwiGlu::new(d_model, d_ff, device)).collect(),
+            experts: (0..experts).map(|_| ReGlu::new(d_model, d_ff, device)).collect(),
             router: LinearConfig::new(d_model, experts).with_bias(false).init(device),
             balance_bias: Param::from_tensor(Tensor::zeros([experts], device)).set_require_grad(false),
             top_k: top_k.clamp(1, experts),
@@ -169,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn one_expert_is_a_dense_swiglu() {
+    fn one_expert_is_a_dense_reglu() {
         let _rng = crate::test_fixtures::device_rng();
         let device = Device::flex();
         let moe = MoeFfn::new(8, 16, 1, 1, &device);
