@@ -414,8 +414,8 @@ pub fn train_step(
         seconds
     };
     let shards = rayon::current_num_threads().clamp(1, windows.len().max(1));
-    let batches: Vec<(Batch, usize)> = windows
-        .chunks(windows.len().div_ceil(shards).max(1))
+    let batches: Vec<(Batch, usize)> = balanced_shards(windows, shards, data.model.stream_len())
+        .iter()
         .enumerate()
         .map(|(shard, windows)| {
             let (mut batch, targets) = data.batch(windows, device);
@@ -453,6 +453,23 @@ pub fn train_step(
     (model, StepOutcome { loss, targets, loads, times })
 }
 
+/// `windows` cut into `shards` groups of about equal work, largest window first to the least
+/// loaded group. The step waits for its slowest shard, and cutting by count left one up to a
+/// quarter slower than the other. A window's work is its tokens: about its events, up to the
+/// stream's length.
+fn balanced_shards<'a>(windows: &[&'a Window], shards: usize, stream_len: usize) -> Vec<Vec<&'a Window>> {
+    let work = |w: &Window| w.end.min(stream_len);
+    let mut order = windows.to_vec();
+    order.sort_by_key(|w| std::cmp::Reverse(work(w)));
+    let mut groups = vec![(0, Vec::new()); shards.max(1)];
+    for window in order {
+        let lightest = groups.iter_mut().min_by_key(|(load, _)| *load).expect("at least one shard");
+        lightest.0 += work(window);
+        lightest.1.push(window);
+    }
+    groups.into_iter().map(|(_, group)| group).filter(|group| !group.is_empty()).collect()
+}
+
 /// Shares that sum to one.
 fn normalised(counts: &[f32]) -> Vec<f32> {
     let sum: f32 = counts.iter().sum::<f32>().max(f32::MIN_POSITIVE);
@@ -471,6 +488,25 @@ fn accumulate(total: &mut Vec<Vec<f32>>, loads: &[Vec<f32>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_hold_every_window_once_with_loads_within_one_window() {
+        let ends = [3, 50, 7, 87, 200, 20, 20, 1, 64, 87, 5, 40, 33];
+        let windows: Vec<Window> = ends.iter().enumerate().map(|(u, &end)| Window { user: u as u32, end }).collect();
+        let refs: Vec<&Window> = windows.iter().collect();
+        let work = |w: &Window| w.end.min(87);
+        for shards in [1, 2, 3, 5] {
+            let groups = balanced_shards(&refs, shards, 87);
+            assert_eq!(groups.len(), shards);
+            let mut users: Vec<u32> = groups.iter().flatten().map(|w| w.user).collect();
+            users.sort();
+            assert_eq!(users, (0..ends.len() as u32).collect::<Vec<_>>());
+            let loads: Vec<usize> = groups.iter().map(|g| g.iter().map(|w| work(w)).sum()).collect();
+            let spread = loads.iter().max().unwrap() - loads.iter().min().unwrap();
+            assert!(spread <= 87, "{shards} shards: loads {loads:?}");
+        }
+        assert_eq!(balanced_shards(&refs[..2], 4, 87).len(), 2, "no empty shard");
+    }
 
     fn history() -> TrainReport {
         let epoch = |epoch, train_loss, valid_ndcg_at_10| EpochReport {
