@@ -201,16 +201,16 @@ impl Policy<'_> {
         context_at(user, history, now, self.tokenizer, &self.config.context, self.trend)
     }
 
-    /// The contexts alignment draws from: each user's training events, asked at the moment of
-    /// their validation event (the next request).
+    /// The moment alignment asks for `user`'s recommendations: that of their validation event
+    /// (the next request), or of their last training event when they have none.
+    fn next_request(&self, user: UserIdx) -> i64 {
+        let split = self.dataset.split(user);
+        split.valid.or(split.train.last()).map_or(0, |e| e.timestamp)
+    }
+
+    /// The contexts alignment draws from: each user's training events, asked at their next request.
     fn contexts(&self, users: &[UserIdx]) -> Vec<UserContext> {
-        users
-            .par_iter()
-            .map(|&u| {
-                let split = self.dataset.split(u);
-                self.context(u, split.train, split.valid.or(split.train.last()).map(|e| e.timestamp))
-            })
-            .collect()
+        users.par_iter().map(|&u| self.context(u, self.dataset.split(u).train, Some(self.next_request(u)))).collect()
     }
 
     /// Validation NDCG@10 and top-10 P-score of `users`, history excluded.
@@ -228,8 +228,13 @@ impl Policy<'_> {
             .map(|&u| {
                 let split = self.dataset.split(u);
                 let target = split.valid.map(|e| e.item);
-                let now = split.valid.map_or(0, |e| e.timestamp);
-                let top = recommender.recommend(&self.dataset.users[u as usize], split.train, now, beam, true);
+                let top = recommender.recommend(
+                    &self.dataset.users[u as usize],
+                    split.train,
+                    self.next_request(u),
+                    beam,
+                    true,
+                );
                 let ndcg = top
                     .iter()
                     .take(10)

@@ -249,7 +249,7 @@ pub fn train(
     }
     let steps_per_epoch = windows.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
-    let trend = TrendIndex::for_model(model_config, dataset.train_sequences().flatten());
+    let trend = TrendIndex::for_training_log(model_config, dataset);
     let data = TrainingData { dataset, tokenizer, model: model_config, trend: trend.as_ref() };
     while report.epochs.len() < config.epochs {
         let epoch = report.epochs.len() + 1;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Event, Feedback, ItemIdx};
+use crate::data::{Dataset, Event, Feedback, ItemIdx};
 use crate::error::{Error, Result};
 use crate::generator::model::ModelConfig;
 
@@ -122,6 +122,12 @@ impl TrendIndex {
     /// The index a model with the trend input reads, over `events`; `None` for a model without it.
     pub fn for_model<'a>(config: &ModelConfig, events: impl IntoIterator<Item = &'a Event>) -> Option<TrendIndex> {
         config.trend.as_ref().map(|trend| TrendIndex::new(events, trend))
+    }
+
+    /// The index over what a model trained on `dataset` may know of it: its training events.
+    /// Training, evaluation and alignment all read this one, so each query sees the same past.
+    pub fn for_training_log(config: &ModelConfig, dataset: &Dataset) -> Option<TrendIndex> {
+        TrendIndex::for_model(config, dataset.train_sequences().flatten())
     }
 
     /// The trend over the window before `moment` (rounded down to the resolution); before the

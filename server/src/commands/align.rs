@@ -162,7 +162,7 @@ pub fn run(args: AlignArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..AlignConfig::default()
     };
-    let trend = TrendIndex::for_model(&snapshot.model, dataset.train_sequences().flatten());
+    let trend = TrendIndex::for_training_log(&snapshot.model, &dataset);
     let policy = Policy {
         dataset: &dataset,
         tokenizer: &snapshot.tokenizer,

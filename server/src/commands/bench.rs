@@ -398,7 +398,7 @@ fn bench_train(args: TrainBenchArgs) -> anyhow::Result<()> {
     let mut model = config.init(&device);
     let parameters = model.num_params();
     let mut optimizer = adamw(train_config.weight_decay, train_config.grad_clip);
-    let trend = TrendIndex::for_model(&config, dataset.train_sequences().flatten());
+    let trend = TrendIndex::for_training_log(&config, &dataset);
     let data = TrainingData { dataset: &dataset, tokenizer: &tokenizer, model: &config, trend: trend.as_ref() };
     let mut windows = training_windows(&dataset, config.context.short_len);
     windows.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));

@@ -95,7 +95,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 None => None,
             };
             let model = snapshot.model(&device)?;
-            let trend = TrendIndex::for_model(&snapshot.model, dataset.train_sequences().flatten());
+            let trend = TrendIndex::for_training_log(&snapshot.model, &dataset);
             let recommender = Recommender {
                 model: &model,
                 config: &snapshot.model,
