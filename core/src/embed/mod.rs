@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 use crate::linalg;
 
 pub use collab::CooccurrenceConfig;
+/// The generator hashes static features with the same function as content tokens.
+#[cfg(feature = "model")]
 pub(crate) use content::fnv1a;
 
 /// Settings of the item embeddings.
