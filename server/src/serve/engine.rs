@@ -36,8 +36,7 @@ impl Engine {
         let model = snapshot.model(device)?;
         let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let id = format!("{name}:{:08x}", crc32fast::hash(&snapshot.weights));
-        let logged = (0..dataset.n_users() as u32).flat_map(|u| dataset.user_events(u));
-        let trend = TrendIndex::for_model(&snapshot.model, logged.chain(served));
+        let trend = TrendIndex::for_model(&snapshot.model, dataset.events.iter().chain(served));
         Ok(Engine { id, model, config: snapshot.model, tokenizer: snapshot.tokenizer, device: device.clone(), trend })
     }
 

@@ -60,14 +60,7 @@ impl Histories {
             Some(u) => (catalogue.dataset.users[u as usize].clone(), catalogue.dataset.user_events(u).to_vec()),
             None => (User { id: id.to_string(), features: Vec::new() }, Vec::new()),
         };
-        let user_index = index.unwrap_or(NEW_USER);
-        for e in recent.into_iter().flatten() {
-            let Some(item) = catalogue.item(&e.item) else { continue };
-            match feedback(e.kind, e.value) {
-                Some(feedback) => events.push(Event { user: user_index, item, timestamp: e.timestamp, feedback }),
-                None => take_back(&mut events, item),
-            }
-        }
+        replay(catalogue, recent.into_iter().flatten(), index.unwrap_or(NEW_USER), &mut events);
         Some((user, events))
     }
 
@@ -91,17 +84,17 @@ impl Histories {
         Some((page, (start > 0).then_some(start)))
     }
 
-    /// Every stored event of a catalogue item as the model reads it (undos left out), for the
-    /// "popular now" counts.
+    /// The stored events of every user as the model reads them (an undo takes its like or skip
+    /// back), for the "popular now" counts.
     pub fn served(&self, catalogue: &Catalogue) -> Vec<Event> {
         let index = self.index.read().expect("history lock");
-        let events = index.stored.values().flatten();
+        let mut events = Vec::new();
+        for stored in index.stored.values() {
+            let mut user = Vec::new();
+            replay(catalogue, stored, NEW_USER, &mut user);
+            events.append(&mut user);
+        }
         events
-            .filter_map(|e| {
-                let feedback = feedback(e.kind, e.value)?;
-                Some(Event { user: NEW_USER, item: catalogue.item(&e.item)?, timestamp: e.timestamp, feedback })
-            })
-            .collect()
     }
 
     /// A page of the users known only through stored events, in the order they appeared, and
@@ -110,6 +103,23 @@ impl Histories {
         let index = self.index.read().expect("history lock");
         let page = index.new_users.iter().skip(offset).take(limit).cloned().collect();
         (page, index.new_users.len())
+    }
+}
+
+/// Appends stored events to `events` as the model reads them: events of items outside the
+/// catalogue are skipped, and an undo takes back the like or skip it undoes.
+fn replay<'a>(
+    catalogue: &Catalogue,
+    stored: impl IntoIterator<Item = &'a StoredEvent>,
+    user: u32,
+    events: &mut Vec<Event>,
+) {
+    for e in stored {
+        let Some(item) = catalogue.item(&e.item) else { continue };
+        match feedback(e.kind, e.value) {
+            Some(feedback) => events.push(Event { user, item, timestamp: e.timestamp, feedback }),
+            None => take_back(events, item),
+        }
     }
 }
 
