@@ -68,8 +68,9 @@ pub struct ServeArgs {
     /// Most requests decoded together.
     #[arg(long, default_value_t = 16)]
     pub max_batch: usize,
-    /// Milliseconds a request waits for others to batch with.
-    #[arg(long, default_value_t = 2)]
+    /// Milliseconds a request waits for others to batch with; 0 batches only what is already
+    /// queued, so that no request waits for company.
+    #[arg(long, default_value_t = 0)]
     pub batch_window_ms: u64,
     /// Decodes admitted at once; beyond it feeds answer 503.
     #[arg(long, default_value_t = 64)]
