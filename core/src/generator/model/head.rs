@@ -10,6 +10,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use rayon::prelude::*;
 
 use super::{ModelConfig, ReGlu};
 use crate::decode::CodeStepper;
@@ -129,7 +130,7 @@ impl CodeStepper for IdDecoder<'_> {
     fn start(&mut self) -> Vec<f32> {
         self.u = self.states.clone();
         self.level = 0;
-        to_vec(log_softmax(self.head.logits(0, self.u.clone()), 1))
+        log_probs(self.head.logits(0, self.u.clone()))
     }
 
     fn step(&mut self, parents: &[usize], codes: &[Code]) -> Vec<f32> {
@@ -139,10 +140,20 @@ impl CodeStepper for IdDecoder<'_> {
         let codes = index(codes.iter().map(|&c| c as i64).collect());
         self.u = self.head.follow(self.level, self.u.clone().select(0, parents), codes);
         self.level += 1;
-        to_vec(log_softmax(self.head.logits(self.level, self.u.clone()), 1))
+        log_probs(self.head.logits(self.level, self.u.clone()))
     }
 }
 
-fn to_vec(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().expect("f32 log-probabilities")
+/// Row-wise log-softmax of `[rows, vocabulary]` logits, taken on the host: the search reads them
+/// there anyway, and one sweep per row replaces five tensor passes (max, subtract, exp, sum, log)
+/// with their buffers, rows spread over the threads.
+fn log_probs(logits: Tensor<2>) -> Vec<f32> {
+    let vocabulary = logits.dims()[1].max(1);
+    let mut rows = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+    rows.par_chunks_mut(vocabulary).for_each(|row| {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_z = max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
+        row.iter_mut().for_each(|x| *x -= log_z);
+    });
+    rows
 }
