@@ -46,7 +46,8 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench_torch_decode import Trie, build_catalogue, fnv1a, latency_row, log  # noqa: E402
+import bench_torch_decode as peer  # noqa: E402
+from bench_torch_decode import build_catalogue, fnv1a, latency_row, log  # noqa: E402
 
 # (d_model, heads, layers, d_ff, experts, top_k, short_len, positive_len, lifelong): ModelConfig::preset
 PRESETS = {
@@ -368,19 +369,9 @@ class Recommender:
                 "visible": t(visible).view(rows, 1, length, length), "real": t(real),
                 "queries": torch.tensor(queries, dtype=torch.long)}
 
-    def legal_children(self, level, nodes):
-        """[U, W] depth-`level` nodes -> [U, W, V] child node per code, -1 where illegal."""
-        if self.child[level] is not None:
-            return self.child[level][nodes]
-        u, w = nodes.shape
-        flat = nodes.reshape(-1)
-        start = self.first[level][flat]
-        count = self.first[level][flat + 1] - start
-        row = torch.repeat_interleave(torch.arange(u * w), count)
-        cid = torch.arange(row.numel()) - (count.cumsum(0) - count)[row] + start[row]
-        out = torch.full((u * w, self.cfg.level_sizes[level]), -1, dtype=torch.int32)
-        out[row, self.edge_code[level][cid]] = cid.int()
-        return out.view(u, w, -1)
+    # [U, W] depth-`level` nodes -> [U, W, V] child node per code, -1 where illegal: the old
+    # replica's, which reads the same trie tables from `self`.
+    legal_children = peer.Recommender.legal_children
 
     def recommend_batch(self, requests):
         """Recommender::recommend_batch: one stream pass, the constrained beam over the ID head
