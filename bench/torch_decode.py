@@ -47,7 +47,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import bench_torch_decode as peer  # noqa: E402
-from bench_torch_decode import build_catalogue, fnv1a, latency_row, log  # noqa: E402
+from bench_torch_decode import build_catalogue, latency_row, log  # noqa: E402
 
 # (d_model, heads, layers, d_ff, experts, top_k, short_len, positive_len, lifelong): ModelConfig::preset
 PRESETS = {
@@ -68,6 +68,7 @@ class Config:
          self.positive_len, self.lifelong_tokens) = PRESETS[preset]
         self.top_k = max(1, min(self.top_k, self.experts))
         self.items, self.level_sizes = items, list(level_sizes)
+        self.feature_buckets = FEATURE_BUCKETS
 
     @property
     def stream_len(self):
@@ -177,7 +178,6 @@ class OneRec(nn.Module):
     def states(self, b):  # OneRec::encode: the state of each query slot, [queries, d]
         d = self.positions.weight.shape[1]
         moments = self.away_embedding(b["moment_away"])
-        lists, k = b["trend_items"].shape
         mixed = (self.item_embedding(b["trend_items"]) * b["trend_shares"].unsqueeze(2)).sum(1)
         moments = moments + self.trend_projection(mixed)[b["trend_of"]]
         n, e = b["features"].shape[0], b["event_items"].shape[0]
@@ -213,10 +213,9 @@ def trend_lists(histories, k=TREND_ITEMS):
     sum, count first and then the smaller item. All the bench's events lie within one window."""
     hours = len(histories[0][0])
     out = [(np.zeros(0, np.int64), np.zeros(0, np.float32))]
-    counts = np.zeros(0, np.int64)
+    counts = np.zeros(1 + max(int(x[0].max()) for x in histories), np.int64)
     for h in range(hours):
-        items = np.concatenate([x[0][h:h + 1] for x in histories])
-        counts = np.bincount(np.concatenate([np.repeat(np.arange(len(counts)), counts), items]))
+        np.add.at(counts, [x[0][h] for x in histories], 1)
         seen = np.flatnonzero(counts)
         top = seen[np.lexsort((seen, -counts[seen]))[:k]]
         out.append((top, (counts[top] / counts[top].sum()).astype(np.float32)))
@@ -235,14 +234,13 @@ def gap_bucket(seconds):  # context.rs
     return 2 if seconds <= 1 else min(2 + int(seconds).bit_length() - 1, GAP_BUCKETS - 1)
 
 
-class Recommender:
+class Recommender(peer.Recommender):
+    """The old replica's recommender for its trie tables, static feature and legal-children
+    gather; the request, context, layout and decode are this model's."""
+
     def __init__(self, model, cfg, emb, codes, trie, trends):
-        self.model, self.cfg, self.emb, self.codes, self.trie, self.trends = model, cfg, emb, codes, trie, trends
-        self.child = [None if t is None else torch.from_numpy(t) for t in trie.child]
-        self.first = [torch.from_numpy(f) for f in trie.first]
-        self.edge_code = [torch.from_numpy(c) for c in trie.code]
-        self.leaf_item = torch.from_numpy(trie.leaf_item)
-        self.static = [1 + fnv1a("age=30") % (FEATURE_BUCKETS - 1)]
+        super().__init__(model, cfg, emb, codes, trie)
+        self.trends = trends
 
     def request(self, items, ratings, beam):
         """Recommender::request with exclude_history, asked an hour after the last event."""
@@ -368,10 +366,6 @@ class Recommender:
                 "slots": t(slot_tokens), "positions": t(positions).view(rows, length),
                 "visible": t(visible).view(rows, 1, length, length), "real": t(real),
                 "queries": torch.tensor(queries, dtype=torch.long)}
-
-    # [U, W] depth-`level` nodes -> [U, W, V] child node per code, -1 where illegal: the old
-    # replica's, which reads the same trie tables from `self`.
-    legal_children = peer.Recommender.legal_children
 
     def recommend_batch(self, requests):
         """Recommender::recommend_batch: one stream pass, the constrained beam over the ID head

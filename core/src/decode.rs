@@ -210,10 +210,10 @@ fn best_children(
     vocab: usize,
     search: &Search,
 ) -> Vec<Candidate> {
-    let mut best = BinaryHeap::with_capacity(search.beam + 1);
     if search.beam == 0 {
         return Vec::new();
     }
+    let mut best = BinaryHeap::with_capacity(search.beam + 1);
     for parent in rows {
         let beam = &beams[parent];
         let row = &log_probs[parent * vocab..][..vocab];
