@@ -19,13 +19,31 @@ use crate::tokenizer::trie::{PrefixTrie, ROOT};
 /// reorder it by `parents` when beams are re-selected. Several searches (one per user of a batch)
 /// run in lock-step: their rows are laid out search after search.
 pub trait CodeStepper {
-    /// Log-probabilities over the codes of ID position 0: one row per search, each as long as that
-    /// level's vocabulary.
-    fn start(&mut self) -> Vec<f32>;
-    /// Row `i` now continues row `parents[i]` of the previous call with code `codes[i]`; a row
-    /// belongs to the search of its parent, and rows stay grouped by search. Returns, for every
-    /// row, log-probabilities over the codes of the next position (`rows × vocabulary`, row-major).
-    fn step(&mut self, parents: &[usize], codes: &[Code]) -> Vec<f32>;
+    /// Scores ID position 0: one row per search.
+    fn start(&mut self);
+    /// Row `i` now continues row `parents[i]` of the previous position with code `codes[i]`; a row
+    /// belongs to the search of its parent, and rows stay grouped by search. Scores the next
+    /// position.
+    fn step(&mut self, parents: &[usize], codes: &[Code]);
+    /// The current rows' log-probabilities over the codes of the position last scored, on the
+    /// host (`rows × vocabulary`, row-major).
+    fn log_probs(&mut self) -> Vec<f32>;
+    /// Each search's best children of the current rows. By default the log-probabilities come to
+    /// the host and [`select_on_host`] picks there; a model on a GPU picks on the device instead,
+    /// so that only the survivors come back.
+    fn select(&mut self, frontier: &Frontier) -> Vec<Vec<Candidate>> {
+        select_on_host(frontier, &self.log_probs())
+    }
+}
+
+/// Where a batch of searches stands before a selection: its rows (the prefixes kept so far), which
+/// rows belong to which search, and what each search may expand.
+pub struct Frontier<'a> {
+    pub trie: &'a PrefixTrie,
+    pub rows: &'a [Candidate],
+    /// Search `g`'s rows are `rows[ranges[g]]`.
+    pub ranges: &'a [std::ops::Range<usize>],
+    pub searches: &'a [Search<'a>],
 }
 
 /// Whether the search keeps to IDs that exist.
@@ -73,11 +91,26 @@ impl Exclusion {
         Exclusion { leaves }
     }
 
+    /// The excluded items' leaf positions, sorted.
+    pub fn leaves(&self) -> &[u32] {
+        &self.leaves
+    }
+
     /// Whether every item under `node` is excluded: a count of excluded leaves in its range.
     pub fn covers(&self, trie: &PrefixTrie, node: u32) -> bool {
         let range = trie.leaf_range(node);
         let below = self.leaves.partition_point(|&l| l < range.end) - self.leaves.partition_point(|&l| l < range.start);
         below == range.len()
+    }
+}
+
+impl Candidate {
+    /// The order [`beam_search`] ranks candidates in, best first: see [`Ranked`].
+    pub fn rank_order(&self, other: &Self) -> Ordering {
+        descending(self.log_prob, other.log_prob)
+            .then(self.node.cmp(&other.node))
+            .then(self.parent.cmp(&other.parent))
+            .then(self.code.cmp(&other.code))
     }
 }
 
@@ -95,16 +128,16 @@ pub struct Hypothesis {
 }
 
 /// The node of a free search's prefix that has left the trie (it names no item's prefix).
-const OFF_TRIE: u32 = u32::MAX;
+pub const OFF_TRIE: u32 = u32::MAX;
 
-/// An extension of a beam: the trie node it reaches ([`OFF_TRIE`] if none), the code that led
-/// there, and its score.
-#[derive(Clone, Copy)]
-struct Candidate {
-    parent: usize,
-    node: u32,
-    code: Code,
-    log_prob: f32,
+/// An extension of a beam: the row it extends, the trie node it reaches ([`OFF_TRIE`] if none),
+/// the code that led there, and its score. A search's rows are the candidates it kept.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Candidate {
+    pub parent: usize,
+    pub node: u32,
+    pub code: Code,
+    pub log_prob: f32,
 }
 
 /// Decodes up to `config.beam` distinct IDs, none of them an `excluded` item (e.g. the user's
@@ -143,18 +176,11 @@ pub fn beam_search_batch(
     let mut next_ids = Vec::new();
     let mut parents = Vec::new();
     let mut codes = Vec::new();
-    let mut log_probs = stepper.start();
+    stepper.start();
     for level in 0..depth {
-        let vocab = log_probs.len() / beams.len().max(1);
-        assert_eq!(vocab * beams.len(), log_probs.len(), "the model must return one row per beam");
         next_beams.clear();
         next_ids.clear();
-        // Searches are independent within a step: each picks its best children on its own thread.
-        let best: Vec<Vec<Candidate>> = searches
-            .par_iter()
-            .zip(ranges.par_iter())
-            .map(|(search, range)| best_children(trie, &beams, range.clone(), &log_probs, vocab, search))
-            .collect();
+        let best = stepper.select(&Frontier { trie, rows: &beams, ranges: &ranges, searches });
         for (candidates, range) in best.iter().zip(&mut ranges) {
             let first = next_beams.len();
             for c in candidates {
@@ -174,7 +200,7 @@ pub fn beam_search_batch(
             parents.extend(beams.iter().map(|b| b.parent));
             codes.clear();
             codes.extend(beams.iter().map(|b| b.code));
-            log_probs = stepper.step(&parents, &codes);
+            stepper.step(&parents, &codes);
         }
     }
     ranges
@@ -190,6 +216,19 @@ pub fn beam_search_batch(
                 })
                 .collect()
         })
+        .collect()
+}
+
+/// Each search's best children, from the rows' log-probabilities on the host (`rows ×
+/// vocabulary`). Searches are independent: each picks on its own thread.
+pub fn select_on_host(frontier: &Frontier, log_probs: &[f32]) -> Vec<Vec<Candidate>> {
+    let vocab = log_probs.len() / frontier.rows.len().max(1);
+    assert_eq!(vocab * frontier.rows.len(), log_probs.len(), "the model must return one row per beam");
+    frontier
+        .searches
+        .par_iter()
+        .zip(frontier.ranges.par_iter())
+        .map(|(search, range)| best_children(frontier.trie, frontier.rows, range.clone(), log_probs, vocab, search))
         .collect()
 }
 
@@ -252,11 +291,7 @@ struct Ranked(Candidate);
 
 impl Ord for Ranked {
     fn cmp(&self, other: &Self) -> Ordering {
-        let (a, b) = (&self.0, &other.0);
-        descending(a.log_prob, b.log_prob)
-            .then(a.node.cmp(&b.node))
-            .then(a.parent.cmp(&b.parent))
-            .then(a.code.cmp(&b.code))
+        self.0.rank_order(&other.0)
     }
 }
 
@@ -344,13 +379,12 @@ mod tests {
     }
 
     impl CodeStepper for FakeStepper<'_> {
-        fn start(&mut self) -> Vec<f32> {
+        fn start(&mut self) {
             self.starts += 1;
             self.prefixes = (0..self.models.len()).map(|g| (g, Vec::new())).collect();
-            self.models.iter().flat_map(|model| model(&[])).collect()
         }
 
-        fn step(&mut self, parents: &[usize], codes: &[Code]) -> Vec<f32> {
+        fn step(&mut self, parents: &[usize], codes: &[Code]) {
             assert_eq!(parents.len(), codes.len());
             self.step_rows.push(parents.len());
             self.prefixes = parents
@@ -359,6 +393,9 @@ mod tests {
                 .map(|(&p, &c)| (self.prefixes[p].0, [&self.prefixes[p].1[..], &[c]].concat()))
                 .collect();
             assert!(self.prefixes.windows(2).all(|w| w[0].0 <= w[1].0), "rows stay grouped by search");
+        }
+
+        fn log_probs(&mut self) -> Vec<f32> {
             self.prefixes.iter().flat_map(|(g, p)| (self.models[*g])(p)).collect()
         }
     }

@@ -25,34 +25,56 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
-/// Resolves the choice to a device and a line describing it for the log. `auto` takes only a
-/// hardware GPU: a software rasteriser (such as Mesa's lavapipe) is slower than Flex on the CPU.
+/// Resolves the choice to a device and a line describing it for the log: the adapter chosen, or
+/// why there is none. `auto` takes only a hardware GPU: a software rasteriser (such as Mesa's
+/// lavapipe) is slower than Flex on the CPU.
 pub fn select(choice: DeviceChoice) -> Result<(Device, String)> {
-    let cpu = || (Device::flex(), format!("cpu (burn Flex, {} threads)", rayon::current_num_threads()));
+    let cpu = |why: &str| (Device::flex(), format!("cpu (burn Flex, {} threads){why}", rayon::current_num_threads()));
     match choice {
-        DeviceChoice::Cpu => Ok(cpu()),
-        DeviceChoice::Auto => Ok(gpu(false).unwrap_or_else(cpu)),
-        DeviceChoice::Gpu => gpu(true).ok_or_else(|| {
-            Error::Config(if cfg!(feature = "wgpu") {
-                "--device gpu: no GPU adapter found (install a Vulkan driver, or use --device cpu)".into()
-            } else {
-                "--device gpu: this build has no wgpu support; rebuild with --features wgpu".into()
-            })
+        DeviceChoice::Cpu => Ok(cpu("")),
+        DeviceChoice::Auto => Ok(match gpu(false) {
+            Ok(found) => found,
+            Err(why) => cpu(&format!("; no GPU: {why}")),
         }),
+        DeviceChoice::Gpu => gpu(true).map_err(|why| Error::Config(format!("--device gpu: {why}"))),
     }
 }
 
-/// The wgpu device and its adapter's description, when an adapter exists.
+/// The wgpu device and its adapter's description, or why there is none. The runtime is set up
+/// once per process (a second setup is refused), and every later call shares it.
 #[cfg(feature = "wgpu")]
-pub fn gpu(allow_software: bool) -> Option<(Device, String)> {
-    let (device, setup) = Device::wgpu_options().init_with_setup().ok()?;
-    let info = setup.adapter.get_info();
-    let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
-    (allow_software || !software).then(|| (device, format!("gpu (wgpu: {} via {:?})", info.name, info.backend)))
+pub fn gpu(allow_software: bool) -> std::result::Result<(Device, String), String> {
+    use std::sync::OnceLock;
+
+    use burn::backend::wgpu::WgpuInitError;
+    use burn::tensor::DeviceKind;
+    static ADAPTER: OnceLock<std::result::Result<(Device, String, bool), String>> = OnceLock::new();
+    let (device, described, software) = ADAPTER
+        .get_or_init(|| match Device::wgpu_options().init_with_setup() {
+            Ok((device, setup)) => {
+                let info = setup.adapter.get_info();
+                let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
+                Ok((device, format!("gpu (wgpu: {} via {:?})", info.name, info.backend), software))
+            }
+            // burn set the default adapter up first, for something it put on its default device
+            // (an optimizer's state loaded from a checkpoint): share it. The binary points
+            // burn's default at the CPU (`BURN_DEVICE`), so only a library user meets this.
+            Err(WgpuInitError::Registration { .. }) => Ok((
+                Device::wgpu(DeviceKind::DefaultDevice),
+                "gpu (wgpu's default adapter, set up earlier in this process)".into(),
+                false,
+            )),
+            Err(e) => Err(format!("no wgpu adapter ({e}); install a Vulkan driver, or use --device cpu")),
+        })
+        .clone()?;
+    if software && !allow_software {
+        return Err(format!("the only adapter, {described}, is a software rasteriser, slower than the CPU backend"));
+    }
+    Ok((device, described))
 }
 
 /// Without the `wgpu` feature there is never a GPU.
 #[cfg(not(feature = "wgpu"))]
-pub fn gpu(_allow_software: bool) -> Option<(Device, String)> {
-    None
+pub fn gpu(_allow_software: bool) -> std::result::Result<(Device, String), String> {
+    Err("this build has no wgpu support; rebuild with the default features".into())
 }

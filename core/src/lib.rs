@@ -22,6 +22,8 @@ pub mod embed;
 pub mod eval;
 #[cfg(feature = "model")]
 pub mod generator;
+#[cfg(feature = "wgpu")]
+pub mod gpu;
 #[cfg(feature = "pipeline")]
 pub mod linalg;
 #[cfg(feature = "model")]

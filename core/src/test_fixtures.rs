@@ -65,3 +65,22 @@ pub(crate) fn device_rng() -> std::sync::MutexGuard<'static, ()> {
     static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
     RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// The wgpu device for the GPU tests: Mesa's lavapipe where there is no GPU. Without any adapter
+/// the tests say so and pass, unless `ONEREC_REQUIRE_GPU` is set (CI sets it), where they fail.
+#[cfg(feature = "wgpu")]
+pub(crate) fn test_gpu() -> Option<burn::tensor::Device> {
+    match crate::device::gpu(true) {
+        Ok((device, description)) => {
+            eprintln!("wgpu adapter: {description}");
+            Some(device)
+        }
+        Err(why) if std::env::var_os("ONEREC_REQUIRE_GPU").is_some() => {
+            panic!("ONEREC_REQUIRE_GPU is set: {why} (mesa-vulkan-drivers gives lavapipe)")
+        }
+        Err(why) => {
+            eprintln!("skipped: {why} (mesa-vulkan-drivers gives lavapipe; ONEREC_REQUIRE_GPU makes this fail)");
+            None
+        }
+    }
+}

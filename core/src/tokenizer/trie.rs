@@ -92,6 +92,13 @@ impl PrefixTrie {
         codes.binary_search(&code).ok().map(|i| self.children(node).start + i as u32)
     }
 
+    /// The trie as two flat arrays, for a device to walk: node `i`'s children are nodes
+    /// `first_child[i]..first_child[i + 1]` for every `i` below the first leaf (which is
+    /// `first_child.len() − 1`), and `codes[n]` is the code on the edge into node `n`.
+    pub fn flat(&self) -> (&[u32], &[Code]) {
+        (&self.first_child, &self.code)
+    }
+
     /// The item named by a leaf node.
     pub fn item(&self, node: u32) -> Option<ItemIdx> {
         node.checked_sub(self.first_leaf).and_then(|j| self.leaf_item.get(j as usize)).copied()

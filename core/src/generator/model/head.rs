@@ -14,6 +14,8 @@ use rayon::prelude::*;
 
 use super::{ModelConfig, ReGlu};
 use crate::decode::CodeStepper;
+#[cfg(feature = "wgpu")]
+use crate::decode::{Candidate, Frontier, select_on_host};
 use crate::tokenizer::Code;
 
 /// One ID level's refinement and scoring.
@@ -110,37 +112,49 @@ impl IdHead {
 }
 
 /// The head stepped by beam search for many rows at once: one running `u` per row. Rows start
-/// from query states (one per search) and follow their parents.
+/// from query states (one per search) and follow their parents. On a wgpu device the selection
+/// runs there too ([`crate::gpu::beam_select`]), so the logits never come to the host.
 pub struct IdDecoder<'m> {
     head: &'m IdHead,
     states: Tensor<2>,
     u: Tensor<2>,
-    /// The level whose codes the last call scored.
+    /// The level whose codes `logits` score.
     level: usize,
+    logits: Tensor<2>,
 }
 
 impl<'m> IdDecoder<'m> {
     /// A decoder over query states `[searches, d_model]`.
     pub fn new(head: &'m IdHead, states: Tensor<2>) -> Self {
-        IdDecoder { head, u: states.clone(), states, level: 0 }
+        IdDecoder { head, u: states.clone(), logits: states.clone(), states, level: 0 }
     }
 }
 
 impl CodeStepper for IdDecoder<'_> {
-    fn start(&mut self) -> Vec<f32> {
+    fn start(&mut self) {
         self.u = self.states.clone();
         self.level = 0;
-        log_probs(self.head.logits(0, self.u.clone()))
+        self.logits = self.head.logits(0, self.u.clone());
     }
 
-    fn step(&mut self, parents: &[usize], codes: &[Code]) -> Vec<f32> {
+    fn step(&mut self, parents: &[usize], codes: &[Code]) {
         let device = self.u.device();
         let index = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [parents.len()]), &device);
         let parents = index(parents.iter().map(|&p| p as i64).collect());
         let codes = index(codes.iter().map(|&c| c as i64).collect());
         self.u = self.head.follow(self.level, self.u.clone().select(0, parents), codes);
         self.level += 1;
-        log_probs(self.head.logits(self.level, self.u.clone()))
+        self.logits = self.head.logits(self.level, self.u.clone());
+    }
+
+    fn log_probs(&mut self) -> Vec<f32> {
+        log_probs(self.logits.clone())
+    }
+
+    #[cfg(feature = "wgpu")]
+    fn select(&mut self, frontier: &Frontier) -> Vec<Vec<Candidate>> {
+        crate::gpu::beam_select(self.logits.clone(), frontier)
+            .unwrap_or_else(|| select_on_host(frontier, &self.log_probs()))
     }
 }
 
@@ -148,9 +162,13 @@ impl CodeStepper for IdDecoder<'_> {
 /// there anyway, and one sweep per row replaces five tensor passes (max, subtract, exp, sum, log)
 /// with their buffers, rows spread over the threads.
 fn log_probs(logits: Tensor<2>) -> Vec<f32> {
-    let vocabulary = logits.dims()[1].max(1);
-    let mut rows = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
-    rows.par_chunks_mut(vocabulary).for_each(|row| {
+    let vocabulary = logits.dims()[1];
+    log_softmax_rows(logits.into_data().try_to_vec::<f32>().expect("f32 logits"), vocabulary)
+}
+
+/// Row-wise log-softmax of row-major `rows × vocabulary` logits, in place.
+pub(crate) fn log_softmax_rows(mut rows: Vec<f32>, vocabulary: usize) -> Vec<f32> {
+    rows.par_chunks_mut(vocabulary.max(1)).for_each(|row| {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let log_z = max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
         row.iter_mut().for_each(|x| *x -= log_z);

@@ -60,6 +60,8 @@ use crate::generator::trend::TrendConfig;
 pub use batch::{Batch, Query, Targets};
 use cross_entropy::cross_entropy_sum;
 use dropout::Dropout;
+#[cfg(all(test, feature = "wgpu"))]
+pub(crate) use head::log_softmax_rows;
 pub use head::{IdDecoder, IdHead};
 pub use moe::{ExpertLoad, MoeFfn, ReGlu};
 
@@ -169,6 +171,25 @@ impl ModelConfig {
         let item_score = d;
         let trend = if self.trend.is_some() { d * d } else { 0 };
         embeddings + lifelong + blocks + head + item_score + trend
+    }
+
+    /// Floating-point operations of one request's decode, counted from the sizes (a multiply-add
+    /// is two): the stream's full pass (every slot computed, with its routed experts only), then
+    /// the ID head on one row at level 0 and `beam` rows at every later level, and the item score
+    /// of the `beam` IDs found. Element-wise work, the softmaxes and the selection are left out:
+    /// they are small beside the products, and this is the count an MFU is quoted against.
+    pub fn decode_flops(&self, beam: usize) -> f64 {
+        let (d, t) = (self.d_model as f64, self.stream_len() as f64);
+        let glu = 2.0 * 3.0 * d * self.d_ff as f64;
+        let router = if self.experts > 1 { 2.0 * d * self.experts as f64 } else { 0.0 };
+        let block = 2.0 * 4.0 * t * d * d + 2.0 * 2.0 * t * t * d + t * (self.top_k as f64 * glu + router);
+        let head: f64 = self
+            .level_sizes
+            .iter()
+            .enumerate()
+            .map(|(level, &v)| if level == 0 { 1.0 } else { beam as f64 } * (glu + 2.0 * d * v as f64))
+            .sum();
+        self.layers as f64 * block + head + beam as f64 * 2.0 * d
     }
 
     pub fn init(&self, device: &Device) -> OneRec {
