@@ -9,6 +9,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use clap::{Args, Subcommand};
 use onerec_core::data::{Event, Feedback, ItemIdx, User};
+use onerec_core::device::{self, DeviceChoice};
 use onerec_core::embed::ItemEmbeddings;
 use onerec_core::eval;
 use onerec_core::generator::context::{Window, training_windows};
@@ -153,6 +154,13 @@ pub struct DecodeBenchArgs {
     /// Print the table as JSON.
     #[arg(long)]
     pub json: bool,
+    /// cpu, gpu or auto. A benchmark says where it runs, so the default is the CPU.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// The device's peak, in TFLOP/s, for the model FLOP utilisation (MFU). Without it, a GPU
+    /// from the known-devices table gets its FP32 peak, and anything else no MFU.
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
 }
 
 /// Latency of one request at a time and throughput of batches, in one setting.
@@ -167,10 +175,18 @@ struct DecodeRow {
     requests_per_s: f64,
     /// Requests per second on one thread in batches of `--batch` (decode only).
     batched_requests_per_s: Option<f64>,
+    /// Achieved GFLOP/s of the analytic count ([`ModelConfig::decode_flops`]) at the p50, one
+    /// request at a time, and in batches (decode only).
+    gflops_per_s: Option<f64>,
+    batched_gflops_per_s: Option<f64>,
+    /// Batched GFLOP/s as a share of the device's peak, when the peak is known.
+    mfu: Option<f64>,
 }
 
 #[derive(Serialize)]
 struct DecodeBench {
+    device: String,
+    peak_tflops: Option<f64>,
     preset: Preset,
     parameters: Vec<(usize, usize)>,
     batch: usize,
@@ -182,26 +198,33 @@ impl fmt::Display for DecodeBench {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "bench decode: {:?} preset, {} requests per setting, batches of {} (one thread each)",
-            self.preset, self.requests, self.batch
+            "bench decode on {}: {:?} preset, {} requests per setting, batches of {}{}",
+            self.device,
+            self.preset,
+            self.requests,
+            self.batch,
+            self.peak_tflops.map_or(String::new(), |p| format!(", MFU against a peak of {p} TFLOP/s"))
         )?;
         writeln!(
             f,
-            "{:<12} {:>9} {:>5} {:>9} {:>9} {:>9} {:>11}",
-            "method", "items", "beam", "p50 ms", "p99 ms", "req/s", "batch req/s"
+            "{:<12} {:>9} {:>5} {:>9} {:>9} {:>9} {:>11} {:>9} {:>11} {:>7}",
+            "method", "items", "beam", "p50 ms", "p99 ms", "req/s", "batch req/s", "GFLOP/s", "batch GF/s", "MFU"
         )?;
+        let or_dash = |x: Option<f64>, digits: usize| x.map_or("-".to_string(), |x| format!("{x:.digits$}"));
         for r in &self.rows {
-            let batched = r.batched_requests_per_s.map_or("-".to_string(), |x| format!("{x:.0}"));
             writeln!(
                 f,
-                "{:<12} {:>9} {:>5} {:>9.2} {:>9.2} {:>9.0} {:>11}",
+                "{:<12} {:>9} {:>5} {:>9.2} {:>9.2} {:>9.0} {:>11} {:>9} {:>11} {:>7}",
                 r.method,
                 r.items,
                 if r.beam == 0 { "-".into() } else { r.beam.to_string() },
                 r.p50_ms,
                 r.p99_ms,
                 r.requests_per_s,
-                batched
+                or_dash(r.batched_requests_per_s, 0),
+                or_dash(r.gflops_per_s, 2),
+                or_dash(r.batched_gflops_per_s, 2),
+                r.mfu.map_or("-".to_string(), |m| format!("{:.2}%", 100.0 * m)),
             )?;
         }
         Ok(())
@@ -210,7 +233,11 @@ impl fmt::Display for DecodeBench {
 
 fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.requests > 0 && args.batch > 0, "--requests and --batch must be at least 1");
-    let device = Device::flex();
+    let (device, description) = device::select(args.device)?;
+    let peak_tflops = args.peak_tflops.or_else(|| known_peak_tflops(&description));
+    if !args.json {
+        eprintln!("device: {description}");
+    }
     device.seed(args.seed);
     let mut rows = Vec::new();
     let mut parameters = Vec::new();
@@ -257,7 +284,12 @@ fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
                 recommender.recommend_batch(&batch);
             });
             let mut row = latency_row("onerec", items, beam, latencies);
-            row.batched_requests_per_s = Some(args.batch as f64 / median(&batch_times));
+            let batched = args.batch as f64 / median(&batch_times);
+            let flops = config.decode_flops(beam);
+            row.batched_requests_per_s = Some(batched);
+            row.gflops_per_s = Some(flops / (row.p50_ms / 1e3) / 1e9);
+            row.batched_gflops_per_s = Some(flops * batched / 1e9);
+            row.mfu = peak_tflops.map(|peak| flops * batched / (peak * 1e12));
             if !args.json {
                 eprintln!("{items} items, beam {beam}: p50 {:.2} ms, p99 {:.2} ms", row.p50_ms, row.p99_ms);
             }
@@ -273,7 +305,15 @@ fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
         });
         rows.push(latency_row("brute-force", items, 0, latencies));
     }
-    let bench = DecodeBench { preset: args.preset, parameters, batch: args.batch, requests: args.requests, rows };
+    let bench = DecodeBench {
+        device: description,
+        peak_tflops,
+        preset: args.preset,
+        parameters,
+        batch: args.batch,
+        requests: args.requests,
+        rows,
+    };
     print_report(&bench, args.json)
 }
 
@@ -309,7 +349,27 @@ fn latency_row(method: &'static str, items: usize, beam: usize, seconds: Vec<f64
         p99_ms: at(0.99),
         requests_per_s: 1.0 / mean,
         batched_requests_per_s: None,
+        gflops_per_s: None,
+        batched_gflops_per_s: None,
+        mfu: None,
     }
+}
+
+/// FP32 peaks (TFLOP/s, without tensor cores: the kernels compute in f32) of GPUs a self-hoster
+/// is likely to have, found by name in the adapter's description. Vendor data sheets; the H100
+/// figure is the SXM part's.
+fn known_peak_tflops(description: &str) -> Option<f64> {
+    const KNOWN: [(&str, f64); 8] = [
+        ("H200", 67.0),
+        ("H100", 67.0),
+        ("A100", 19.5),
+        ("L40S", 91.6),
+        ("L20", 59.8),
+        ("L4", 30.3),
+        ("RTX 4090", 82.6),
+        ("RTX 3090", 35.6),
+    ];
+    KNOWN.iter().find(|(name, _)| description.contains(name)).map(|&(_, peak)| peak)
 }
 
 /// The `k` items of highest dot product with `user`: what retrieval without generation costs.
