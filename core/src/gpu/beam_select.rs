@@ -17,17 +17,24 @@
 //! - `out`: `S × beam_max` survivors of (row, code, node, score bits), then `S` counts;
 //! - `info`: `R`, vocabulary, `S`, `beam_max`, first leaf.
 //!
-//! The trie is uploaded with every batch: a million items make about 8 MB. Keeping it on the
-//! device between batches is the next step once a real GPU measures the upload.
+//! The trie stays on the device between decodes (a million items make about 8 MB), under the
+//! trie's identity, until another trie is decoded against (a reload). What crosses the bus at a
+//! step is the rows' nodes and scores and the searches' exclusions on the way in, and the
+//! survivors on the way out: `(S × beam_max × 4 + S) × 4` bytes, 4 kB for a search at beam 256,
+//! where the rows' logits would be `rows × vocabulary × 4`, 256 kB at 256 codes a level.
+
+use std::sync::{Mutex, PoisonError};
 
 use burn::backend::Wgpu;
-use burn::backend::wgpu::{KernelSource, SourceKernel, SourceTemplate, into_contiguous};
+use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
 use burn::tensor::{DType, Tensor};
+use cubecl::client::Client;
 use cubecl::prelude::KernelId;
-use cubecl::server::KernelArguments;
-use cubecl::{CubeCount, CubeDim};
+use cubecl::server::{Handle, KernelArguments};
+use cubecl::{CubeCount, CubeDim, Device as CubeDevice};
 
 use crate::decode::{Candidate, Decoding, Frontier};
+use crate::tokenizer::trie::PrefixTrie;
 
 /// Threads per search.
 const WORKGROUP: u32 = 256;
@@ -82,16 +89,12 @@ pub fn beam_select(logits: Tensor<2>, frontier: &Frontier) -> Option<Vec<Vec<Can
         search_words.push(leaves.len() as u32);
     }
     search_words.extend(leaves);
-    let (first_child, codes) = trie.flat();
-    let trie_words: Vec<u32> = first_child.iter().copied().chain(codes.iter().map(|&c| c as u32)).collect();
-    let info = [rows as u32, vocabulary as u32, count as u32, beam_max as u32, first_child.len() as u32 - 1];
+    let first_leaf = trie.flat().0.len() as u32 - 1;
+    let info = [rows as u32, vocabulary as u32, count as u32, beam_max as u32, first_leaf];
 
     let client = logits.client.clone();
-    let upload = |words: &[u32]| {
-        // A binding must not be empty.
-        let bytes: Vec<u8> = words.iter().chain(words.is_empty().then_some(&0)).flat_map(|w| w.to_le_bytes()).collect();
-        client.create_from_slice(&bytes)
-    };
+    let upload = |words: &[u32]| upload(&client, words);
+    let trie_on_device = device_trie(&logits, trie);
     let out_words = count * beam_max * 4 + count;
     let out = client.empty(out_words * 4);
     client.launch(
@@ -101,7 +104,7 @@ pub fn beam_select(logits: Tensor<2>, frontier: &Frontier) -> Option<Vec<Vec<Can
             logits.handle.clone().binding(),
             upload(&row_words).binding(),
             upload(&search_words).binding(),
-            upload(&trie_words).binding(),
+            trie_on_device.binding(),
             client.empty(rows.max(1) * 4).binding(),
             out.clone().binding(),
             upload(&info).binding(),
@@ -129,6 +132,31 @@ pub fn beam_select(logits: Tensor<2>, frontier: &Frontier) -> Option<Vec<Vec<Can
     )
 }
 
+fn upload(client: &Client, words: &[u32]) -> Handle {
+    // A binding must not be empty.
+    let bytes: Vec<u8> = words.iter().chain(words.is_empty().then_some(&0)).flat_map(|w| w.to_le_bytes()).collect();
+    client.create_from_slice(&bytes)
+}
+
+/// The trie as the kernel reads it, on the logits' device: uploaded when this trie (by identity)
+/// or this device is new, else the copy kept from the last call. A server decodes against one
+/// trie until a reload, so one copy is kept.
+fn device_trie(logits: &CubeTensor, trie: &PrefixTrie) -> Handle {
+    static KEPT: Mutex<Option<(u64, CubeDevice, Handle)>> = Mutex::new(None);
+    let mut kept = KEPT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((identity, device, handle)) = &*kept
+        && *identity == trie.identity()
+        && *device == logits.device
+    {
+        return handle.clone();
+    }
+    let (first_child, codes) = trie.flat();
+    let words: Vec<u32> = first_child.iter().copied().chain(codes.iter().map(|&c| c as u32)).collect();
+    let handle = upload(&logits.client, &words);
+    *kept = Some((trie.identity(), logits.device.clone(), handle.clone()));
+    handle
+}
+
 #[cfg(test)]
 mod tests {
     use rand::seq::SliceRandom;
@@ -138,7 +166,7 @@ mod tests {
     use super::*;
     use crate::decode::{Exclusion, Search, select_on_host};
     use crate::tokenizer::Code;
-    use crate::tokenizer::trie::{PrefixTrie, ROOT};
+    use crate::tokenizer::trie::ROOT;
 
     /// A trie of `items` random IDs over `vocabulary` codes a level.
     fn random_trie(rng: &mut ChaCha8Rng, items: usize, vocabulary: Code, depth: usize) -> (PrefixTrie, Vec<Vec<Code>>) {
@@ -161,9 +189,23 @@ mod tests {
         let Some(device) = crate::test_fixtures::test_gpu() else { return };
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let vocabulary: Code = 12;
-        let (trie, ids) = random_trie(&mut rng, 600, vocabulary, 3);
+        // Two tries, one after the other: the second must not be decoded against the first's
+        // copy on the device.
+        for (trie, ids) in [random_trie(&mut rng, 600, vocabulary, 3), random_trie(&mut rng, 300, vocabulary, 3)] {
+            check_every_depth(&device, &mut rng, &trie, &ids, vocabulary);
+        }
+    }
+
+    /// Searches over rows at every depth of `trie`, selected on the device and on the host.
+    fn check_every_depth(
+        device: &burn::tensor::Device,
+        rng: &mut ChaCha8Rng,
+        trie: &PrefixTrie,
+        ids: &[Vec<Code>],
+        vocabulary: Code,
+    ) {
         for depth in 0..3 {
-            let nodes = nodes_at(&trie, depth);
+            let nodes = nodes_at(trie, depth);
             // Searches of several widths, over disjoint sets of rows; beam 0 and beams wider than
             // the children on offer included.
             let beams = [5usize, 0, 1, 40, 3, 200];
@@ -172,7 +214,7 @@ mod tests {
             let mut exclusions = Vec::new();
             for (g, _) in beams.iter().enumerate() {
                 let mut mine = nodes.clone();
-                mine.shuffle(&mut rng);
+                mine.shuffle(rng);
                 mine.truncate(rng.random_range(1..=nodes.len().min(9)));
                 mine.sort();
                 let start = rows.len();
@@ -185,7 +227,7 @@ mod tests {
                 ranges.push(start..rows.len());
                 // Every other search excludes a third of the items, whole subtrees among them.
                 let excluded = ids.iter().filter(|id| g % 2 == 1 && (id[0] + id[1]) % 3 == 0);
-                exclusions.push(Exclusion::new(&trie, excluded.map(Vec::as_slice)));
+                exclusions.push(Exclusion::new(trie, excluded.map(Vec::as_slice)));
             }
             let searches: Vec<Search> = beams
                 .iter()
@@ -196,12 +238,12 @@ mod tests {
                 (0..rows.len() * vocabulary as usize).map(|_| rng.random_range(-4.0..4.0)).collect();
             // A row of equal logits: its children tie, and ties go to the smaller node.
             logits[..vocabulary as usize].fill(0.5);
-            let frontier = Frontier { trie: &trie, rows: &rows, ranges: &ranges, searches: &searches };
+            let frontier = Frontier { trie, rows: &rows, ranges: &ranges, searches: &searches };
             let host_log_probs = crate::generator::model::log_softmax_rows(logits.clone(), vocabulary as usize);
             let want = select_on_host(&frontier, &host_log_probs);
             let tensor = Tensor::<2>::from_data(
                 burn::tensor::TensorData::new(logits, [rows.len(), vocabulary as usize]),
-                &device,
+                device,
             );
             let got = beam_select(tensor, &frontier).expect("logits on the GPU");
             assert_eq!(got.len(), want.len());

@@ -8,7 +8,7 @@ use super::Code;
 use crate::data::ItemIdx;
 
 /// A trie whose every leaf sits at depth `depth` and names one item.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PrefixTrie {
     depth: usize,
     /// Children of node `i` are nodes `first_child[i]..first_child[i + 1]`; `len = internal nodes + 1`.
@@ -18,6 +18,23 @@ pub struct PrefixTrie {
     /// First node of the deepest level; leaf `first_leaf + j` names `leaf_item[j]`.
     first_leaf: u32,
     leaf_item: Vec<ItemIdx>,
+    /// Names these contents, so that a device can keep a copy between decodes: fresh for every
+    /// trie built or loaded, shared by clones (which hold the same contents).
+    #[serde(skip, default = "fresh_identity")]
+    identity: u64,
+}
+
+fn fresh_identity() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Equal contents, whatever their identities.
+impl PartialEq for PrefixTrie {
+    fn eq(&self, other: &Self) -> bool {
+        (self.depth, &self.first_child, &self.code, self.first_leaf, &self.leaf_item)
+            == (other.depth, &other.first_child, &other.code, other.first_leaf, &other.leaf_item)
+    }
 }
 
 /// The root node.
@@ -55,7 +72,7 @@ impl PrefixTrie {
         first_child.push(code.len() as u32);
         let first_leaf = first_child.len() as u32 - 1;
         let leaf_item = order;
-        Ok(PrefixTrie { depth, first_child, code, first_leaf, leaf_item })
+        Ok(PrefixTrie { depth, first_child, code, first_leaf, leaf_item, identity: fresh_identity() })
     }
 
     /// Length of every ID.
@@ -97,6 +114,11 @@ impl PrefixTrie {
     /// `first_child.len() − 1`), and `codes[n]` is the code on the edge into node `n`.
     pub fn flat(&self) -> (&[u32], &[Code]) {
         (&self.first_child, &self.code)
+    }
+
+    /// Names this trie's contents (see the field): a copy kept elsewhere under it stays valid.
+    pub fn identity(&self) -> u64 {
+        self.identity
     }
 
     /// The item named by a leaf node.
