@@ -70,7 +70,33 @@ pub fn gpu(allow_software: bool) -> std::result::Result<(Device, String), String
     if software && !allow_software {
         return Err(format!("the only adapter, {described}, is a software rasteriser, slower than the CPU backend"));
     }
-    Ok((device, described))
+    Ok((
+        device,
+        if software { format!("{described}, a software rasteriser: slower than --device cpu") } else { described },
+    ))
+}
+
+/// Every adapter wgpu sees, on every graphics API, one line each: name, API, kind and driver.
+#[cfg(feature = "wgpu")]
+pub fn adapters() -> Vec<String> {
+    use burn::tensor::wgpu::wgpu;
+    let instance = wgpu::Instance::default();
+    cubecl::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(|adapter| {
+            let info = adapter.get_info();
+            format!(
+                "{} via {:?} ({:?}; driver {} {})",
+                info.name, info.backend, info.device_type, info.driver, info.driver_info
+            )
+        })
+        .collect()
+}
+
+/// Without the `wgpu` feature there are no adapters to see.
+#[cfg(not(feature = "wgpu"))]
+pub fn adapters() -> Vec<String> {
+    Vec::new()
 }
 
 /// Without the `wgpu` feature there is never a GPU.

@@ -37,6 +37,8 @@ pub enum Command {
     /// Measure the speed of a stage.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// List the GPU adapters wgpu sees, and the device `--device auto` picks.
+    Devices,
 }
 
 /// Runs one parsed command line.
@@ -51,5 +53,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => commands::serve::run(a),
         Command::Store(c) => commands::store::run(c),
         Command::Bench(c) => commands::bench::run(c),
+        Command::Devices => commands::devices(),
     }
 }

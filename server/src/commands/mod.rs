@@ -93,6 +93,20 @@ impl CheckpointArgs {
     }
 }
 
+/// `onerec devices`: what wgpu sees, and what `--device auto` makes of it.
+pub fn devices() -> anyhow::Result<()> {
+    let adapters = onerec_core::device::adapters();
+    if adapters.is_empty() {
+        println!("wgpu sees no adapter");
+    }
+    for adapter in adapters {
+        println!("adapter: {adapter}");
+    }
+    let (_, description) = onerec_core::device::select(onerec_core::device::DeviceChoice::Auto)?;
+    println!("--device auto: {description}");
+    Ok(())
+}
+
 /// Prints a report as one JSON object (for scripts) or as text (for people).
 pub fn print_report<T: serde::Serialize + std::fmt::Display>(report: &T, json: bool) -> anyhow::Result<()> {
     if json {
