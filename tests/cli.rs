@@ -277,8 +277,9 @@ fn reward_align_and_eval_with_p_score() {
 
 /// A closed event store in `dir`: alice's `item-1111` and `item-2222`, bob's `item-3333`.
 fn event_store(dir: &std::path::Path) {
+    use onerec_core::api::UserEvent;
     use onerec_core::api::{EventKind, StoredEvent};
-    use onerec_server::serve::store::{EventStore, UserEvent};
+    use onerec_server::serve::store::EventStore;
     let event = |user: &str, n: u32| UserEvent {
         user: user.into(),
         event: StoredEvent {

@@ -116,6 +116,15 @@ pub struct StoredEvent {
     pub timestamp: i64,
 }
 
+/// A stored event with its user: one line of `GET /admin/events`, which training on served
+/// events reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserEvent {
+    pub user: String,
+    pub event: StoredEvent,
+}
+
 /// `GET /v1/users/{id}/history`: the events stored for a user since the snapshot's data, newest
 /// first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ pub mod fetch;
 mod fields;
 pub mod movielens;
 pub mod recbole;
+pub mod served;
 pub mod source;
 pub mod stats;
 pub mod synth;

@@ -7,7 +7,7 @@ use onerec_core::data::fetch::fetch_ml100k;
 use onerec_core::data::stats::DataStats;
 use onerec_core::data::synth::{SynthConfig, write_synth};
 
-use super::{DataArgs, print_report};
+use super::{DataArgs, ServedArgs, print_report};
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
@@ -40,6 +40,8 @@ pub struct FetchArgs {
 pub struct StatsArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub served: ServedArgs,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -74,7 +76,7 @@ pub fn run(command: DataCommand) -> anyhow::Result<()> {
             println!("MovieLens-100K is ready in {}", path.display());
             Ok(())
         }
-        DataCommand::Stats(args) => print_report(&DataStats::compute(&args.data.load()?), args.json),
+        DataCommand::Stats(args) => print_report(&DataStats::compute(&args.data.load_with(&args.served)?), args.json),
         DataCommand::Synth(args) => {
             let config = SynthConfig {
                 items: args.items,

@@ -16,12 +16,14 @@ use onerec_core::generator::trend::TrendIndex;
 use onerec_core::reward::{RewardFn, RewardSnapshot};
 use serde::Serialize;
 
-use super::{DataArgs, print_report};
+use super::{DataArgs, ServedArgs, print_report};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub served: ServedArgs,
     /// A snapshot written by `onerec train`; without it only the baseline is measured.
     #[arg(long)]
     pub snapshot: Option<PathBuf>,
@@ -81,7 +83,7 @@ impl fmt::Display for Report {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let dataset = args.data.load()?;
+    let dataset = args.data.load_with(&args.served)?;
     let stages = [Stage::Valid, Stage::Test];
     let generator = match &args.snapshot {
         None => None,

@@ -12,9 +12,13 @@ pub mod train;
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::Args;
+use onerec_core::api::UserEvent;
 use onerec_core::data::csv::{CsvOptions, ItemCsv};
 use onerec_core::data::{DataFormat, DataSource, Dataset};
+
+use crate::serve::store::read_events;
 
 /// Where the interaction log is and how to read it.
 #[derive(Args, Clone, Debug)]
@@ -51,9 +55,67 @@ fn quantile(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Events a server stored, to add to the interaction log.
+#[derive(Args, Clone, Debug)]
+pub struct ServedArgs {
+    /// Add the events a server stored since the data set, mapped as the server reads them
+    /// (likes, skips, ratings, watch time; undos take back; new users join): a stopped server's
+    /// `--data-dir`, or a file of the JSON Lines a running one answers at `GET /admin/events`.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+}
+
+impl ServedArgs {
+    /// The stored events, if any were asked for.
+    pub fn read(&self) -> anyhow::Result<Option<Vec<UserEvent>>> {
+        let Some(path) = &self.events else { return Ok(None) };
+        if path.is_dir() {
+            return Ok(Some(read_events(path)?));
+        }
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let events = text
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| {
+                serde_json::from_str(line).map_err(|e| {
+                    anyhow::anyhow!("{}:{}: not an event of GET /admin/events: {e}", path.display(), i + 1)
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Some(events))
+    }
+}
+
 impl DataArgs {
-    /// Loads the data set and prints what the loader had to assume.
+    /// Loads the data set, with the served events when given (before a time cut, so that the
+    /// cut sees them), and prints what the loader had to assume and what the events added.
+    pub fn load_with(&self, served: &ServedArgs) -> anyhow::Result<Dataset> {
+        let dataset = self.load_log()?;
+        let dataset = match served.read()? {
+            None => dataset,
+            Some(events) => {
+                let (merged, merge) = dataset.with_served(&events);
+                eprintln!(
+                    "served events: {} read, {} added to the log, {} new users, {} of unknown items left out",
+                    merge.read, merge.added, merge.new_users, merge.unknown_items
+                );
+                merged
+            }
+        };
+        Ok(match self.time_cut {
+            Some(q) => dataset.cut_at_time_quantile(q),
+            None => dataset,
+        })
+    }
+
+    /// Loads the data set alone.
     pub fn load(&self) -> anyhow::Result<Dataset> {
+        self.load_with(&ServedArgs { events: None })
+    }
+
+    /// Reads the log and prints what the loader had to assume.
+    fn load_log(&self) -> anyhow::Result<Dataset> {
         let delimiter = u8::try_from(self.delimiter)
             .map_err(|_| anyhow::anyhow!("--delimiter must be a single ASCII character"))?;
         let csv = CsvOptions {
@@ -68,10 +130,7 @@ impl DataArgs {
         for warning in &dataset.warnings {
             eprintln!("warning: {warning}");
         }
-        Ok(match self.time_cut {
-            Some(q) => dataset.cut_at_time_quantile(q),
-            None => dataset,
-        })
+        Ok(dataset)
     }
 }
 

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use onerec_core::api::{
-    EventBatch, EventKind, EventsStored, Feed, FeedItem, History, ItemInfo, NewEvent, UserToken, Users,
+    EventBatch, EventKind, EventsStored, Feed, FeedItem, History, ItemInfo, NewEvent, UserEvent, UserToken, Users,
 };
 use onerec_core::data::User;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,6 @@ use super::auth::{Caller, require_admin, unix_now};
 use super::engine::Engine;
 use super::error::{ApiJson, ApiQuery, AppError};
 use super::histories::{HISTORY_PAGE, MAX_PAGE};
-use super::store::UserEvent;
 
 type Shared = State<Arc<AppState>>;
 
@@ -340,6 +339,23 @@ pub async fn metrics(State(state): Shared, headers: HeaderMap) -> Result<impl In
 /// `/metrics` without a token, for the separate metrics address.
 pub async fn open_metrics(State(state): Shared) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// Every event stored since the data set, as JSON Lines of `UserEvent`: users in id order, each
+/// user's events in write order. `onerec train --events` reads it, to learn from what was served
+/// while the server keeps the store open.
+#[utoipa::path(get, path = "/admin/events", security(("bearer" = [])), responses(
+    (status = 200, description = "JSON Lines, one UserEvent a line", body = onerec_core::api::UserEvent,
+        content_type = "application/x-ndjson"),
+    (status = 401, body = onerec_core::api::ApiError), (status = 403, body = onerec_core::api::ApiError)))]
+pub async fn export_events(State(state): Shared, headers: HeaderMap) -> Result<impl IntoResponse, AppError> {
+    require_admin(&state, &headers)?;
+    let mut lines = String::new();
+    for event in state.histories.all() {
+        lines += &serde_json::to_string(&event).map_err(|e| AppError::internal(e.to_string()))?;
+        lines.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], lines))
 }
 
 /// Body of `POST /admin/reload`.

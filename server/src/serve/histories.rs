@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use onerec_core::api::{EventKind, StoredEvent};
-use onerec_core::data::{Event, Feedback, ItemIdx, User};
+use onerec_core::api::{StoredEvent, UserEvent};
+use onerec_core::data::served;
+use onerec_core::data::{Event, User};
 
 use super::engine::Catalogue;
-use super::store::UserEvent;
 
 /// Stands in for the data set's user index in events of users the data set does not have; the
 /// model never reads it.
@@ -97,6 +97,19 @@ impl Histories {
         events
     }
 
+    /// Every stored event, users in id order, each user's in write order.
+    pub fn all(&self) -> Vec<UserEvent> {
+        let index = self.index.read().expect("history lock");
+        let mut users: Vec<&String> = index.stored.keys().collect();
+        users.sort_unstable();
+        users
+            .into_iter()
+            .flat_map(|user| {
+                index.stored[user].iter().map(|event| UserEvent { user: user.clone(), event: event.clone() })
+            })
+            .collect()
+    }
+
     /// A page of the users known only through stored events, in the order they appeared, and
     /// how many there are.
     pub fn new_users(&self, offset: usize, limit: usize) -> (Vec<String>, usize) {
@@ -106,43 +119,12 @@ impl Histories {
     }
 }
 
-/// Appends stored events to `events` as the model reads them: events of items outside the
-/// catalogue are skipped, and an undo takes back the like or skip it undoes.
+/// Appends a user's stored events to `events` as the model reads them (`served::replay`).
 fn replay<'a>(
     catalogue: &Catalogue,
     stored: impl IntoIterator<Item = &'a StoredEvent>,
     user: u32,
     events: &mut Vec<Event>,
 ) {
-    for e in stored {
-        let Some(item) = catalogue.item(&e.item) else { continue };
-        match feedback(e.kind, e.value) {
-            Some(feedback) => events.push(Event { user, item, timestamp: e.timestamp, feedback }),
-            None => take_back(events, item),
-        }
-    }
-}
-
-/// The model's feedback for an API event; `value` has been validated for the kinds that need it.
-/// `None` for an undo, which is no feedback but the removal of one.
-fn feedback(kind: EventKind, value: Option<f32>) -> Option<Feedback> {
-    Some(match kind {
-        EventKind::Impression => Feedback::Impression,
-        EventKind::Click => Feedback::Click,
-        EventKind::Like => Feedback::Like,
-        EventKind::Skip => Feedback::Skip,
-        EventKind::Rating => Feedback::Rating(value.unwrap_or(0.0)),
-        EventKind::WatchTime => Feedback::WatchTime(value.unwrap_or(0.0)),
-        EventKind::Undo => return None,
-    })
-}
-
-/// An undo: the latest like or skip of `item` leaves the history the model reads. The stored
-/// events keep both, so `/history` still shows what happened.
-fn take_back(events: &mut Vec<Event>, item: ItemIdx) {
-    if let Some(i) =
-        events.iter().rposition(|e| e.item == item && matches!(e.feedback, Feedback::Like | Feedback::Skip))
-    {
-        events.remove(i);
-    }
+    served::replay(|id| catalogue.item(id), stored, user, events);
 }

@@ -154,7 +154,8 @@ pub struct ServeConfig {
         handlers::healthz,
         handlers::readyz,
         handlers::metrics,
-        handlers::reload
+        handlers::reload,
+        handlers::export_events
     )
 )]
 struct ApiDoc;
@@ -266,6 +267,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(api)
         .route("/admin/reload", post(handlers::reload))
+        .route("/admin/events", get(handlers::export_events))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))

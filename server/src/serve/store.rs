@@ -39,7 +39,7 @@
 mod format;
 mod inspect;
 
-pub use inspect::{CheckReport, Damaged, RepairReport, check, repair, store_path};
+pub use inspect::{CheckReport, Damaged, RepairReport, check, read_events, repair, store_path};
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -47,18 +47,11 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 
 use anyhow::bail;
-use onerec_core::api::{EventsStored, StoredEvent};
+use onerec_core::api::{EventsStored, UserEvent};
 use redb::ReadableTable;
 use tokio::sync::oneshot;
 
 use format::{AckRecord, Db, EVENT_COUNT, EVENT_IDS, EVENTS, META, NEXT_SEQ, frame};
-
-/// A user's event, as written.
-#[derive(Clone, Debug)]
-pub struct UserEvent {
-    pub user: String,
-    pub event: StoredEvent,
-}
 
 /// Called inside the writer, after the commit and before the acknowledgement, with the events
 /// that were new: how the serving caches learn of them before the client can ask again.
@@ -146,23 +139,7 @@ impl EventStore {
     /// Every stored event, user by user in write order, each verified; refuses a damaged store
     /// with what is damaged.
     pub fn all(&self) -> anyhow::Result<Vec<UserEvent>> {
-        let scan = inspect::scan(&self.db, &self.path)?;
-        if scan.damaged.is_empty() && scan.problems.is_empty() {
-            return Ok(scan.events.into_iter().map(|(_, e)| e).collect());
-        }
-        const SHOWN: usize = 5;
-        let mut found: Vec<String> = scan.problems;
-        found.extend(
-            scan.damaged
-                .iter()
-                .take(SHOWN)
-                .map(|d| format!("user {:?} seq {} is damaged ({})", d.user, d.seq, d.reason)),
-        );
-        if scan.damaged.len() > SHOWN {
-            found.push(format!("{} more damaged events", scan.damaged.len() - SHOWN));
-        }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        bail!("{} is damaged: {}; {}", self.path.display(), found.join("; "), advice(dir, "drops what is damaged"))
+        inspect::scan(&self.db, &self.path)?.verified(&self.path)
     }
 }
 
@@ -252,7 +229,7 @@ fn write_batch(db: &Db, jobs: &[WriteJob]) -> Result<Committed, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use onerec_core::api::EventKind;
+    use onerec_core::api::{EventKind, StoredEvent};
 
     fn event(user: &str, id: &str, item: &str) -> UserEvent {
         let event = StoredEvent {

@@ -11,11 +11,11 @@ use anyhow::{Context, bail};
 use redb::{ReadableDatabase, ReadableTable};
 use serde::Serialize;
 
-use super::UserEvent;
 use super::format::{
     self, AckRecord, Db, EVENT_COUNT, EVENT_IDS, EVENTS, META, Meta, NEXT_SEQ, frame, guarded, lost_acknowledged,
     unframe,
 };
+use onerec_core::api::UserEvent;
 
 /// An event whose stored bytes fail their checksum or do not parse.
 #[derive(Clone, Debug, Serialize)]
@@ -34,6 +34,28 @@ pub(super) struct Scan {
     /// Damage to the store as a whole: vanished rows, a wrong index.
     pub problems: Vec<String>,
     pub meta: Meta,
+}
+
+impl Scan {
+    /// The events, if nothing was found damaged; otherwise what is damaged, and the advice.
+    pub(super) fn verified(self, path: &Path) -> anyhow::Result<Vec<UserEvent>> {
+        if self.damaged.is_empty() && self.problems.is_empty() {
+            return Ok(self.events.into_iter().map(|(_, e)| e).collect());
+        }
+        const SHOWN: usize = 5;
+        let mut found: Vec<String> = self.problems;
+        found.extend(
+            self.damaged
+                .iter()
+                .take(SHOWN)
+                .map(|d| format!("user {:?} seq {} is damaged ({})", d.user, d.seq, d.reason)),
+        );
+        if self.damaged.len() > SHOWN {
+            found.push(format!("{} more damaged events", self.damaged.len() - SHOWN));
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        bail!("{} is damaged: {}; {}", path.display(), found.join("; "), super::advice(dir, "drops what is damaged"))
+    }
 }
 
 /// Reads every event, verifying each one's checksum, the row count against META, and the
@@ -152,6 +174,14 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
 /// does, as any open would.
 pub fn check(data_dir: &Path) -> anyhow::Result<CheckReport> {
     Ok(inspect(data_dir)?.0)
+}
+
+/// Every event of the store in `data_dir`, verified, user by user in write order: what training on
+/// served events reads when no server holds the store (a running one answers `GET /admin/events`).
+pub fn read_events(data_dir: &Path) -> anyhow::Result<Vec<UserEvent>> {
+    let (_, scan, _) =
+        inspect(data_dir).map_err(|e| anyhow::anyhow!("{e:#}; a running server exports them at GET /admin/events"))?;
+    scan.verified(&store_path(data_dir))
 }
 
 /// Opens, scans, compares with the acknowledgement record (returned too), and closes.
