@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{API_KEY, Server, client, get, post, post_as, trained_fixture};
+use common::{API_KEY, Server, client, get, onerec, onerec_json, path, post, post_as, trained_fixture};
 use serde_json::{Value, json};
 
 fn ids(items: &Value) -> Vec<String> {
@@ -104,6 +104,7 @@ fn feeds_follow_events_and_cold_users_get_a_slate() {
         "/v1/items/{id}",
         "/v1/tokens",
         "/admin/reload",
+        "/admin/events",
         "/metrics",
     ] {
         assert!(openapi["paths"].get(route).is_some(), "{route} is documented");
@@ -222,6 +223,87 @@ fn reload_under_concurrent_load_fails_no_request() {
     assert!(failures.lock().unwrap().is_empty(), "{:?}", failures.lock().unwrap());
     assert!(requests > 20, "only {requests} requests ran");
     assert_eq!(models.lock().unwrap().len(), 2, "both snapshots served: {:?}", models.lock().unwrap());
+}
+
+/// The closed loop, as the README's nightly recipe runs it: events are served, the running
+/// server exports them, a fine-tune of the serving snapshot learns from them, and the server
+/// reloads the result. A stopped server's store gives the same log as the export.
+#[test]
+fn served_events_fine_tune_the_serving_model_which_then_reloads() {
+    let fixture = trained_fixture();
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(&fixture.snapshot, &fixture.data, state.path(), &["--admin-token", "ops"]);
+    let agent = client();
+    let user = first_user(&agent, &server);
+    let (_, feed) = get(&agent, &format!("{}/v1/feed?user={user}&k=5", server.url));
+    let slate = ids(&feed["items"]);
+    let url = format!("{}/v1/events", server.url);
+    assert_eq!(post(&agent, &url, &events(&user, &slate, "like", "l"), &[]).0, 200);
+    assert_eq!(post(&agent, &url, &events(&user, &slate[..1], "undo", "u"), &[]).0, 200);
+    assert_eq!(post(&agent, &url, &events("newcomer", &slate[1..4], "click", "n"), &[]).0, 200);
+
+    // The export: admin only, one JSON line per stored event.
+    assert_eq!(get(&agent, &format!("{}/admin/events", server.url)).0, 403, "an API key is not the admin token");
+    let export = |server: &Server| {
+        let mut answer = agent.get(format!("{}/admin/events", server.url)).header("authorization", "Bearer ops");
+        answer = answer.header("accept", "application/x-ndjson");
+        answer.call().unwrap().body_mut().read_to_string().unwrap()
+    };
+    let lines = export(&server);
+    let exported: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(exported.len(), 9, "{lines}");
+    assert_eq!(exported.iter().filter(|e| e["user"] == "newcomer").count(), 3);
+    assert!(exported.iter().any(|e| e["event"]["kind"] == "undo" && e["event"]["item"] == slate[0].as_str()));
+    let jsonl = state.path().join("events.jsonl");
+    std::fs::write(&jsonl, &lines).unwrap();
+
+    // The store itself is the server's while it runs: refused, with the way round it.
+    let held = onerec(&["data", "stats", "--data", path(&fixture.data), "--events", path(state.path())]);
+    let stderr = String::from_utf8_lossy(&held.stderr);
+    assert!(!held.status.success() && stderr.contains("in use by another process"), "{stderr}");
+
+    // The log gains the events as the server reads them: 5 likes, one taken back, 3 clicks.
+    let stats = |events: Option<&std::path::Path>| {
+        let mut args = vec!["data", "stats", "--data", path(&fixture.data), "--json"];
+        if let Some(events) = events {
+            args.extend(["--events", path(events)]);
+        }
+        onerec_json(&args)
+    };
+    let (before, after) = (stats(None), stats(Some(&jsonl)));
+    assert_eq!(after["events"].as_u64().unwrap(), before["events"].as_u64().unwrap() + 7);
+    assert_eq!(after["users"].as_u64().unwrap(), before["users"].as_u64().unwrap() + 1);
+
+    // Fine-tune the serving snapshot on the last day (the served events) and a tenth of the rest.
+    let tuned = state.path().join("tuned.snap");
+    let args = ["train", "--data", path(&fixture.data), "--events", path(&jsonl), "--init-from"];
+    let tune = [path(&fixture.snapshot), "--epochs", "1", "--lr", "5e-4", "--recent-days", "1", "--replay", "0.1"];
+    let out = onerec(&[&args[..], &tune, &["--out", path(&tuned), "--device", "cpu", "--json"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("served events: 9 read, 7 added to the log, 1 new users"), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["training"]["epochs"].as_array().unwrap().len(), 1);
+    // The fine-tune starts where the snapshot left off: no cold start's first-epoch loss.
+    let cold = state.path().join("cold.snap");
+    let cold_args =
+        ["train", "--data", path(&fixture.data), "--tokenizer", path(&fixture.tokenizer), "--preset", "tiny"];
+    let cold_run =
+        onerec_json(&[&cold_args[..], &["--epochs", "1", "--out", path(&cold), "--device", "cpu", "--json"]].concat());
+    let loss = |r: &Value| r["training"]["epochs"][0]["train_loss"].as_f64().unwrap();
+    assert!(loss(&report) < loss(&cold_run), "fine-tuned {} against cold {}", loss(&report), loss(&cold_run));
+
+    let body = json!({ "snapshot": tuned }).to_string();
+    let (status, reloaded) =
+        post(&agent, &format!("{}/admin/reload", server.url), &body, &[("authorization", "Bearer ops")]);
+    assert_eq!(status, 200, "{reloaded}");
+    assert!(reloaded["model"].as_str().unwrap().starts_with("tuned.snap:"), "{reloaded}");
+    let (status, feed) = get(&agent, &format!("{}/v1/feed?user=newcomer&k=3", server.url));
+    assert_eq!((status, &feed["model"]), (200, &reloaded["model"]));
+
+    // Stopped, the server's store gives the log that its export gave.
+    assert!(server.terminate().success());
+    assert_eq!(stats(Some(state.path())), after);
 }
 
 /// Posts events from several clients, kills the server with SIGKILL mid-stream, restarts it on the

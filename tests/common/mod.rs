@@ -52,6 +52,7 @@ pub fn synth_and_tokenize(data: &Path, tokenizer: &Path, synth: &[&str]) -> Valu
 pub struct Fixture {
     _dir: tempfile::TempDir,
     pub data: PathBuf,
+    pub tokenizer: PathBuf,
     pub snapshot: PathBuf,
 }
 
@@ -66,7 +67,7 @@ pub fn trained_fixture() -> &'static Fixture {
         let args = ["train", "--data", path(&data), "--tokenizer", path(&tok), "--preset", "tiny", "--epochs", "2"];
         let out = onerec(&[&args[..], &["--out", path(&snapshot), "--device", "cpu"]].concat());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        Fixture { _dir: dir, data, snapshot }
+        Fixture { _dir: dir, data, tokenizer: tok, snapshot }
     })
 }
 

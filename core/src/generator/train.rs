@@ -10,8 +10,8 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,35 @@ pub struct TrainConfig {
     /// Step size of the MoE loss-free balancing bias.
     pub balance_rate: f32,
     pub seed: u64,
+    /// Fine-tuning on what is recent: the windows whose newest target is at or after `since`,
+    /// and a share of the older ones. `None` trains on every window.
+    pub recency: Option<Recency>,
+}
+
+/// Which windows an epoch trains on when fine-tuning an existing model on a recent stretch of
+/// the log. Training only on the recent stretch forgets the rest of the catalogue's structure;
+/// replaying a share of older windows, drawn anew each epoch, holds on to it (experience replay,
+/// as in continual-learning recommenders).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recency {
+    /// Unix seconds: a window whose newest target is at least this recent is always trained on.
+    pub since: i64,
+    /// Share of the older windows replayed in each epoch, in [0, 1].
+    pub replay: f64,
+}
+
+impl Recency {
+    /// The windows of one epoch: every recent window and `replay` of the older ones, drawn with
+    /// `rng`, in their original order.
+    pub fn select<'w>(&self, dataset: &Dataset, windows: &'w [Window], rng: &mut ChaCha8Rng) -> Vec<&'w Window> {
+        windows.iter().filter(|w| self.is_recent(dataset, w) || rng.random_bool(self.replay)).collect()
+    }
+
+    /// Whether the window's newest target (its last training event) is at or after `since`.
+    fn is_recent(&self, dataset: &Dataset, window: &Window) -> bool {
+        let train = dataset.split(window.user).train;
+        train.get(window.end.wrapping_sub(1)).is_some_and(|e| e.timestamp >= self.since)
+    }
 }
 
 impl Default for TrainConfig {
@@ -66,6 +95,7 @@ impl Default for TrainConfig {
             valid_beam: 50,
             balance_rate: 1e-3,
             seed: 42,
+            recency: None,
         }
     }
 }
@@ -194,15 +224,18 @@ struct Checkpoint {
     step: usize,
 }
 
-const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 5, kind: "training checkpoint" };
+const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 6, kind: "training checkpoint" };
 
-/// Trains a model from scratch, or from the checkpoint when resuming; returns the weights of the
-/// epoch with the best validation NDCG@10. `on_progress` may stop the run after an epoch (the
-/// checkpoint is written first, so the run can be resumed).
+/// Trains a model from scratch, from `init` (the weights of a model of `model_config`, to
+/// fine-tune it), or from the checkpoint when resuming; returns the weights of the epoch with the
+/// best validation NDCG@10. `on_progress` may stop the run after an epoch (the checkpoint is
+/// written first, so the run can be resumed).
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     dataset: &Dataset,
     tokenizer: &Tokenizer,
     model_config: &ModelConfig,
+    init: Option<&[u8]>,
     config: &TrainConfig,
     device: &Device,
     checkpoint: Option<Checkpointing>,
@@ -233,6 +266,9 @@ pub fn train(
     device.seed(config.seed);
     let train_device = device.clone().autodiff();
     let mut model = model_config.init(&train_device);
+    if let Some(weights) = init {
+        model = weights_from_bytes(model, weights, "the model it starts from")?;
+    }
     let mut optimizer = adamw(config.weight_decay, config.grad_clip);
     let mut report = TrainReport { parameters: model.num_params(), samples, ..TrainReport::default() };
     let mut best = weights_to_bytes(&model)?;
@@ -247,15 +283,36 @@ pub fn train(
         report = saved.report;
         step = saved.step;
     }
-    let steps_per_epoch = windows.len().div_ceil(config.batch_size);
-    let total_steps = steps_per_epoch * config.epochs;
+    let per_epoch = match &config.recency {
+        None => windows.len(),
+        Some(recency) => {
+            if !(0.0..=1.0).contains(&recency.replay) {
+                return Err(Error::Config(format!("the replayed share must be in [0, 1], not {}", recency.replay)));
+            }
+            let recent = windows.iter().filter(|w| recency.is_recent(dataset, w)).count();
+            let older = windows.len() - recent;
+            if recent == 0 && recency.replay == 0.0 {
+                return Err(Error::Config(format!(
+                    "no training window of {} has a target since {}, and nothing older is replayed",
+                    dataset.name, recency.since
+                )));
+            }
+            recent + (older as f64 * recency.replay).round() as usize
+        }
+    };
+    let total_steps = per_epoch.div_ceil(config.batch_size) * config.epochs;
     let trend = TrendIndex::for_training_log(model_config, dataset);
     let data = TrainingData { dataset, tokenizer, model: model_config, trend: trend.as_ref() };
     while report.epochs.len() < config.epochs {
         let epoch = report.epochs.len() + 1;
         let started = Instant::now();
-        let mut order: Vec<&Window> = windows.iter().collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(epoch as u64)));
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(epoch as u64));
+        let mut order: Vec<&Window> = match &config.recency {
+            None => windows.iter().collect(),
+            Some(recency) => recency.select(dataset, &windows, &mut rng),
+        };
+        order.shuffle(&mut rng);
+        let steps_per_epoch = order.len().div_ceil(config.batch_size).max(1);
         let (mut loss_sum, mut share, mut seen) = (0.0, Vec::<Vec<f32>>::new(), 0);
         for (i, chunk) in order.chunks(config.batch_size).enumerate() {
             let lr = learning_rate(step, total_steps, config.warmup_steps, config.learning_rate);
@@ -296,7 +353,7 @@ pub fn train(
             valid_ndcg_at_10: valid.get("ndcg@10"),
             valid_recall_at_10: valid.get("recall@10"),
             seconds: started.elapsed().as_secs_f64(),
-            samples_per_second: samples as f64 / train_seconds,
+            samples_per_second: seen as f64 / train_seconds,
             expert_share: share.iter().map(|layer| normalised(layer)).collect(),
         };
         let flow = on_progress(Progress::Epoch(&epoch_report));
@@ -569,8 +626,17 @@ mod learning_tests {
         };
         let device = Device::flex();
         let (model, report) =
-            train(&dataset, &tokenizer, &model_config, &config, &device, None, &mut |_| ControlFlow::Continue(()))
-                .unwrap();
+            train(
+                &dataset,
+                &tokenizer,
+                &model_config,
+                None,
+                &config,
+                &device,
+                None,
+                &mut |_| ControlFlow::Continue(()),
+            )
+            .unwrap();
         let first = report.epochs[0].train_loss;
         let best = report.best().unwrap();
         // The last epoch's loss: the kept epoch is the first whose validation saturates, which on
@@ -604,7 +670,7 @@ mod learning_tests {
                 Progress::Epoch(e) if e.epoch == stop_after => ControlFlow::Break(()),
                 _ => ControlFlow::Continue(()),
             };
-            train(&dataset, &tokenizer, &model_config, &config, &device, checkpoint, &mut stop).unwrap()
+            train(&dataset, &tokenizer, &model_config, None, &config, &device, checkpoint, &mut stop).unwrap()
         };
         let (straight, straight_report) = run(None, 0);
         let path = dir.path().join("run.ckpt");
@@ -628,11 +694,65 @@ mod learning_tests {
             &dataset,
             &tokenizer,
             &model_config,
+            None,
             &other,
             &device,
             Some(Checkpointing { path: &path, resume: true }),
             &mut |_| ControlFlow::Continue(()),
         );
         assert!(refused.unwrap_err().to_string().contains("other model or training settings"));
+    }
+
+    /// Fine-tuning starts where the given weights left off: its first epoch's loss is far below
+    /// a fresh model's first epoch, on the recent windows alone.
+    #[test]
+    fn fine_tuning_starts_from_the_given_weights() {
+        let _rng = crate::test_fixtures::device_rng();
+        let (dataset, tokenizer, model_config) = tiny_setup(24, 24, 16, 4);
+        let config = TrainConfig {
+            epochs: 15,
+            batch_size: 4,
+            learning_rate: 1e-2,
+            warmup_steps: 10,
+            patience: 15,
+            valid_beam: 10,
+            ..TrainConfig::default()
+        };
+        let device = Device::flex();
+        let run = |init: Option<&[u8]>, config: &TrainConfig| {
+            train(&dataset, &tokenizer, &model_config, init, config, &device, None, &mut |_| ControlFlow::Continue(()))
+                .unwrap()
+        };
+        let (trained, fresh) = run(None, &config);
+        let weights = weights_to_bytes(&trained).unwrap();
+        let recency = Some(Recency { since: 10, replay: 0.0 });
+        let tune = TrainConfig { epochs: 1, learning_rate: 1e-3, warmup_steps: 1, recency, ..config };
+        let (_, tuned) = run(Some(&weights), &tune);
+        let (first, tuned_first) = (fresh.epochs[0].train_loss, tuned.epochs[0].train_loss);
+        assert!(tuned_first < first * 0.3, "fresh first epoch {first}, fine-tuned {tuned_first}");
+        // A model's weights that do not fit are refused with the reason.
+        let err = train(&dataset, &tokenizer, &model_config, Some(b"not weights"), &tune, &device, None, &mut |_| {
+            ControlFlow::Continue(())
+        });
+        assert!(err.unwrap_err().to_string().contains("the model it starts from"));
+    }
+
+    /// Recent windows are always trained on; older ones in the replayed share.
+    #[test]
+    fn recency_keeps_the_recent_windows_and_replays_a_share_of_the_rest() {
+        let (dataset, _, model_config) = tiny_setup(24, 6, 16, 4);
+        let short_len = model_config.context.short_len;
+        assert!(short_len >= 4, "the expectations below assume windows of at least 4 events");
+        let windows = training_windows(&dataset, short_len);
+        // Every user's training events are at times 0..14; only each user's last window (ending
+        // at 14) has a target at time 10 or later.
+        let select =
+            |replay| Recency { since: 10, replay }.select(&dataset, &windows, &mut ChaCha8Rng::seed_from_u64(1));
+        let recent = select(0.0);
+        assert_eq!(recent.len(), 6);
+        assert!(recent.iter().all(|w| w.end == 14), "{recent:?}");
+        assert_eq!(select(1.0).len(), windows.len());
+        let half = select(0.5).len();
+        assert!(half > 6 && half < windows.len(), "{half} of {}", windows.len());
     }
 }

@@ -11,24 +11,39 @@ use onerec_core::codec;
 use onerec_core::device::{self, DeviceChoice};
 use onerec_core::generator::model::{ModelConfig, Preset};
 use onerec_core::generator::snapshot::Snapshot;
-use onerec_core::generator::train::{self, Progress, TrainConfig, TrainReport};
+use onerec_core::generator::train::{self, Progress, Recency, TrainConfig, TrainReport};
 use onerec_core::generator::trend::TrendConfig;
 use onerec_core::tokenizer::Tokenizer;
 use onerec_core::training::Checkpointing;
 use serde::Serialize;
 
-use super::{CheckpointArgs, DataArgs, print_report};
+use super::{CheckpointArgs, DataArgs, ServedArgs, print_report};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub served: ServedArgs,
     /// The tokenizer written by `onerec tokenize` for this data set.
-    #[arg(long)]
-    pub tokenizer: PathBuf,
+    #[arg(long, required_unless_present = "init_from")]
+    pub tokenizer: Option<PathBuf>,
     /// Model size: tiny, small or base.
     #[arg(long, default_value = "small")]
     pub preset: Preset,
+    /// Fine-tune this snapshot instead of starting cold: its model sizes, tokenizer and weights
+    /// (`--tokenizer`, `--preset` and `--dropout` do not apply). Give a lower `--lr` than a cold
+    /// start's, such as 5e-4.
+    #[arg(long, conflicts_with_all = ["tokenizer", "preset", "dropout", "trend_days"])]
+    pub init_from: Option<PathBuf>,
+    /// Train on the windows whose newest event falls in the last this many days of the log
+    /// (counted back from its newest event), plus `--replay` of the older ones.
+    #[arg(long)]
+    pub recent_days: Option<u32>,
+    /// With `--recent-days`: the share of older windows replayed each epoch, drawn anew each
+    /// time, so that the model keeps what it knew of the rest of the catalogue.
+    #[arg(long, default_value_t = 0.2, requires = "recent_days")]
+    pub replay: f64,
     /// Where to write the snapshot.
     #[arg(long, default_value = "model.snap")]
     pub out: PathBuf,
@@ -111,11 +126,8 @@ fn write_history(out: &Path, report: &TrainReport) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let dataset = args.data.load()?;
-    let tokenizer = Tokenizer::load(&args.tokenizer)?;
-    let (device, description) = device::select(args.device)?;
-    eprintln!("device: {description}");
+/// The model a cold start trains: the preset, sized for the tokenizer, with the flags' changes.
+fn model_config(args: &TrainArgs, tokenizer: &Tokenizer) -> anyhow::Result<ModelConfig> {
     let ids = &tokenizer.semantic_ids;
     let mut model_config = ModelConfig::preset(
         args.preset,
@@ -135,6 +147,32 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .trend
         .filter(|_| trend_seconds > 0)
         .map(|trend| TrendConfig { window_seconds: trend_seconds, ..trend });
+    Ok(model_config)
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let dataset = args.data.load_with(&args.served)?;
+    let (device, description) = device::select(args.device)?;
+    eprintln!("device: {description}");
+    let (tokenizer, model_config, init) = match &args.init_from {
+        Some(path) => {
+            let snapshot = Snapshot::load(path)?;
+            eprintln!("fine-tuning {} (epoch {} of its run)", path.display(), snapshot.training.best_epoch);
+            (snapshot.tokenizer, snapshot.model, Some(snapshot.weights))
+        }
+        None => {
+            let path = args.tokenizer.as_ref().expect("clap requires --tokenizer without --init-from");
+            let tokenizer = Tokenizer::load(path)?;
+            let model_config = model_config(&args, &tokenizer)?;
+            eprintln!("cold start: {:?} preset", args.preset);
+            (tokenizer, model_config, None)
+        }
+    };
+    anyhow::ensure!((0.0..=1.0).contains(&args.replay), "--replay must be in [0, 1], not {}", args.replay);
+    let recency = args.recent_days.map(|days| {
+        let newest = dataset.events.iter().map(|e| e.timestamp).max().unwrap_or(0);
+        Recency { since: newest - i64::from(days) * 86_400, replay: args.replay }
+    });
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -142,9 +180,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         patience: args.patience,
         valid_beam: args.beam,
         seed: args.seed,
+        recency,
         ..TrainConfig::default()
     };
-    eprintln!("model: {:?} preset, {} parameters", args.preset, model_config.parameter_count());
+    eprintln!("model: {} parameters", model_config.parameter_count());
     let checkpoint = args.checkpoint.path(&args.out);
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}").expect("valid template"),
@@ -154,6 +193,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         &dataset,
         &tokenizer,
         &model_config,
+        init.as_deref(),
         &config,
         &device,
         Some(Checkpointing { path: &checkpoint, resume: args.checkpoint.resume }),
