@@ -277,8 +277,7 @@ fn reward_align_and_eval_with_p_score() {
 
 /// A closed event store in `dir`: alice's `item-1111` and `item-2222`, bob's `item-3333`.
 fn event_store(dir: &std::path::Path) {
-    use onerec_core::api::UserEvent;
-    use onerec_core::api::{EventKind, StoredEvent};
+    use onerec_core::api::{EventKind, StoredEvent, UserEvent};
     use onerec_server::serve::store::EventStore;
     let event = |user: &str, n: u32| UserEvent {
         user: user.into(),
@@ -288,6 +287,7 @@ fn event_store(dir: &std::path::Path) {
             kind: EventKind::Click,
             value: None,
             timestamp: 1_700_000_000,
+            request_id: None,
         },
     };
     let (store, writer) = EventStore::open(dir, Box::new(|_| {})).unwrap();

@@ -105,6 +105,7 @@ fn feeds_follow_events_and_cold_users_get_a_slate() {
         "/v1/tokens",
         "/admin/reload",
         "/admin/events",
+        "/admin/experiments",
         "/metrics",
     ] {
         assert!(openapi["paths"].get(route).is_some(), "{route} is documented");
@@ -304,6 +305,91 @@ fn served_events_fine_tune_the_serving_model_which_then_reloads() {
     // Stopped, the server's store gives the log that its export gave.
     assert!(server.terminate().success());
     assert_eq!(stats(Some(state.path())), after);
+}
+
+/// A/B between snapshots: a second snapshot takes a share of users by a stable hash, each feed
+/// names its arm and a request id, events that carry the id count toward that arm, and the
+/// summary compares the arms with a confidence interval.
+#[test]
+fn an_ab_arm_takes_its_share_of_users_and_their_events_count_toward_it() {
+    let fixture = trained_fixture();
+    let state = tempfile::tempdir().unwrap();
+    let other = state.path().join("other.snap");
+    std::fs::copy(&fixture.snapshot, &other).unwrap();
+    let flags = ["--admin-token", "ops", "--max-models", "2"];
+    let server = Server::start(&fixture.snapshot, &fixture.data, state.path(), &flags);
+    let agent = client();
+    let admin = [("authorization", "Bearer ops")];
+    let reload = |body: Value| post(&agent, &format!("{}/admin/reload", server.url), &body.to_string(), &admin);
+
+    let (status, added) = reload(json!({ "snapshot": other, "arm": "b", "share": 0.5 }));
+    assert_eq!(status, 200, "{added}");
+    assert_eq!((added["arm"].as_str(), added["previous"].is_null()), (Some("b"), true));
+    let b_model = added["model"].as_str().unwrap().to_string();
+    assert!(b_model.starts_with("other.snap:"), "{added}");
+    for (body, why) in [
+        (json!({ "arm": "c", "share": 0.6 }), "shares beyond 1"),
+        (json!({ "arm": "c", "share": 0.1 }), "more than --max-models"),
+        (json!({ "arm": "main", "share": 0.5 }), "a share for main"),
+        (json!({ "arm": "no spaces", "share": 0.1 }), "a bad name"),
+        (json!({ "arm": "d" }), "a new arm without a share"),
+    ] {
+        let (status, answer) = reload(body);
+        assert_eq!((status, answer["error"].as_str()), (422, Some("bad_arm")), "{why}: {answer}");
+    }
+
+    let (_, users) = get(&agent, &format!("{}/v1/users?limit=60", server.url));
+    let users: Vec<String> = users["users"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().into()).collect();
+    assert_eq!(users.len(), 60);
+    let mut in_b = 0;
+    for (n, user) in users.iter().enumerate() {
+        let feed = |user: &str| get(&agent, &format!("{}/v1/feed?user={user}&k=3", server.url)).1;
+        let (first, again) = (feed(user), feed(user));
+        let arm = first["arm"].as_str().unwrap().to_string();
+        assert_eq!(again["arm"], first["arm"], "a user stays in their arm");
+        let request_id = first["request_id"].as_str().unwrap();
+        assert!(request_id.starts_with(&format!("{arm}.")), "{request_id}");
+        assert_ne!(again["request_id"], first["request_id"]);
+        assert_eq!(first["model"] == b_model.as_str(), arm == "b", "{first}");
+        // Every slate item is seen; the users in b also click the first.
+        let mut events: Vec<Value> = ids(&first["items"])
+            .iter()
+            .enumerate()
+            .map(|(i, item)| json!({"event_id": format!("i{n}-{i}"), "user": user, "item": item, "kind": "impression", "request_id": request_id}))
+            .collect();
+        if arm == "b" {
+            in_b += 1;
+            let item = &first["items"][0]["id"];
+            events.push(json!({"event_id": format!("c{n}"), "user": user, "item": item, "kind": "click", "request_id": request_id}));
+        }
+        let (status, _) =
+            post(&agent, &format!("{}/v1/events", server.url), &json!({ "events": events }).to_string(), &[]);
+        assert_eq!(status, 200);
+    }
+    assert!((15..=45).contains(&in_b), "{in_b} of 60 users in a half share");
+
+    let answer = agent.get(format!("{}/admin/experiments", server.url)).header("authorization", "Bearer ops");
+    let summary: Value = serde_json::from_str(&answer.call().unwrap().body_mut().read_to_string().unwrap()).unwrap();
+    let (main, b) = (&summary["arms"][0], &summary["arms"][1]);
+    assert_eq!((main["arm"].as_str(), b["arm"].as_str(), b["share"].as_f64()), (Some("main"), Some("b"), Some(0.5)));
+    let n_main = 60 - in_b;
+    assert_eq!(main["counts"]["impressions"], 3 * n_main);
+    assert_eq!(main["counts"]["feeds"], 2 * n_main);
+    assert_eq!((b["counts"]["impressions"].as_u64(), b["counts"]["clicks"].as_u64()), (Some(3 * in_b), Some(in_b)));
+    assert_eq!(b["ctr"]["rate"].as_f64(), Some(1.0 / 3.0));
+    let difference: Vec<f64> = b["ctr"]["difference"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert!((difference[0] - 1.0 / 3.0).abs() < 1e-9 && difference[1] > 0.0 && difference[2] < 1.0, "{difference:?}");
+    assert!(main["ctr"]["difference"].is_null());
+    let metrics = agent.get(format!("{}/metrics", server.url)).header("authorization", "Bearer ops");
+    let metrics = metrics.call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(metrics.contains(&format!("onerec_online_clicks_total{{arm=\"b\"}} {in_b}")), "{metrics}");
+
+    // A share of 0 ends the test: everyone is back on main.
+    let (status, removed) = reload(json!({ "arm": "b", "share": 0.0 }));
+    assert_eq!((status, removed["previous"].as_str()), (200, Some(b_model.as_str())), "{removed}");
+    for user in &users[..10] {
+        assert_eq!(get(&agent, &format!("{}/v1/feed?user={user}&k=1", server.url)).1["arm"], "main");
+    }
 }
 
 /// Posts events from several clients, kills the server with SIGKILL mid-stream, restarts it on the

@@ -46,6 +46,13 @@ pub struct Feed {
     pub cold_start: bool,
     /// Identifies the snapshot that decoded this feed; it changes on reload.
     pub model: String,
+    /// The experiment arm the user is assigned to (`main` unless the server runs an A/B test).
+    #[serde(default)]
+    pub arm: String,
+    /// Names this feed; events about its items that carry it count toward its arm's online
+    /// metrics.
+    #[serde(default)]
+    pub request_id: String,
     /// A fresh user token for `user` (see [`UserToken`]), with which the browser posts that
     /// user's events, queued ones included; absent for an anonymous feed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +92,10 @@ pub struct NewEvent {
     /// Unix seconds; the server's clock when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// The `request_id` of the feed the item was shown in, which attributes the event to the
+    /// arm that served it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// `POST /v1/events` body.
@@ -114,6 +125,8 @@ pub struct StoredEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f32>,
     pub timestamp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// A stored event with its user: one line of `GET /admin/events`, which training on served

@@ -50,6 +50,9 @@ struct Feed {
     queued: RwSignal<usize>,
     source: RwSignal<Source>,
     model: RwSignal<String>,
+    /// The request id of the feed the pool came from, sent with each event so that the server
+    /// counts it toward the experiment arm that served it; none for a pool from the cache.
+    request_id: RwSignal<Option<String>>,
     error: RwSignal<Option<String>>,
 }
 
@@ -68,6 +71,7 @@ impl Feed {
             queued: RwSignal::new(store::load_queue().len()),
             source: RwSignal::new(Source::Loading),
             model: RwSignal::new(String::new()),
+            request_id: RwSignal::new(None),
             error: RwSignal::new(None),
         }
     }
@@ -79,6 +83,7 @@ impl Feed {
         let u = user.as_deref();
         self.prefs.set(store::load_prefs(u));
         self.pool.set(store::load_pool(u));
+        self.request_id.set(None);
         self.reactions.set(store::load_reactions(u));
         self.shown.set(PAGE);
         self.focus.set(0);
@@ -112,6 +117,7 @@ impl Feed {
                     store::save_reactions(user.as_deref(), &self.reactions.get_untracked());
                     self.pool.set(pool);
                     self.model.set(feed.model);
+                    self.request_id.set(Some(feed.request_id).filter(|r| !r.is_empty()));
                     self.source.set(Source::Server);
                     self.reachable.set(true);
                     self.error.set(None);
@@ -170,6 +176,7 @@ impl Feed {
             kind,
             value: None,
             timestamp: Some(now as i64),
+            request_id: self.request_id.get_untracked(),
         });
         store::save_queue(&queue);
         self.queued.set(queue.len());

@@ -115,8 +115,8 @@ mod tests {
     use crate::data::{DatasetBuilder, Origin};
 
     fn stored(user: &str, item: &str, kind: EventKind, value: Option<f32>, timestamp: i64) -> UserEvent {
-        let event =
-            StoredEvent { event_id: format!("{user}-{item}-{timestamp}"), item: item.into(), kind, value, timestamp };
+        let event_id = format!("{user}-{item}-{timestamp}");
+        let event = StoredEvent { event_id, item: item.into(), kind, value, timestamp, request_id: None };
         UserEvent { user: user.into(), event }
     }
 

@@ -75,6 +75,9 @@ pub struct ServeArgs {
     /// Decodes admitted at once; beyond it feeds answer 503.
     #[arg(long, default_value_t = 64)]
     pub max_decodes: usize,
+    /// Snapshots held at once: `main` and the A/B arms added by `POST /admin/reload`.
+    #[arg(long, default_value_t = 4)]
+    pub max_models: usize,
     /// Per-request time limit in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
@@ -114,6 +117,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         max_connections: args.max_connections,
         header_timeout: Duration::from_millis(args.header_timeout_ms),
+        max_models: args.max_models.max(1),
         batching: BatchConfig {
             window: Duration::from_millis(args.batch_window_ms),
             max_batch: args.max_batch.max(1),

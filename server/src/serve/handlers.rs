@@ -18,6 +18,7 @@ use super::AppState;
 use super::auth::{Caller, require_admin, unix_now};
 use super::engine::Engine;
 use super::error::{ApiJson, ApiQuery, AppError};
+use super::experiment;
 use super::histories::{HISTORY_PAGE, MAX_PAGE};
 
 type Shared = State<Arc<AppState>>;
@@ -77,7 +78,7 @@ pub async fn feed(
     };
     // Beyond the concurrency bound, refuse at once rather than queue without limit.
     let _slot = state.decode_slots.clone().try_acquire_owned().map_err(|_| AppError::overloaded())?;
-    let engine = state.engine();
+    let (arm, engine) = state.arms.assign(query.user.as_deref());
     let request = engine.recommender().request(&user, &history, unix_now(), beam, query.exclude_seen.unwrap_or(true));
     let deadline = Instant::now() + limits.timeout;
     let decoded = tokio::time::timeout(limits.timeout, state.batcher.decode(engine.clone(), request, deadline))
@@ -89,7 +90,9 @@ pub async fn feed(
     let pool = items.split_off(k.min(items.len()));
     let token = query.user.as_deref().map(|u| state.auth.mint(u, unix_now()).token);
     let cold_start = history.is_empty();
-    Ok(Json(Feed { user: query.user, items, pool, cold_start, model: engine.id.clone(), token }))
+    state.online.feed(&arm);
+    let request_id = experiment::request_id(&arm);
+    Ok(Json(Feed { user: query.user, items, pool, cold_start, model: engine.id.clone(), arm, request_id, token }))
 }
 
 /// Stores a batch of events durably (fsynced before the answer); idempotent on `event_id`. Needs
@@ -169,12 +172,16 @@ fn validate(state: &AppState, e: NewEvent, now: i64) -> Result<UserEvent, String
     if e.timestamp.is_some_and(|t| t < 0) {
         return Err("timestamp must be Unix seconds ≥ 0".into());
     }
+    if e.request_id.as_ref().is_some_and(|r| r.is_empty() || r.len() > MAX_ID_LEN) {
+        return Err(format!("request_id must be 1 to {MAX_ID_LEN} bytes long"));
+    }
     let event = onerec_core::api::StoredEvent {
         event_id: e.event_id,
         item: e.item,
         kind: e.kind,
         value,
         timestamp: e.timestamp.unwrap_or(now),
+        request_id: e.request_id,
     };
     Ok(UserEvent { user: e.user, event })
 }
@@ -279,7 +286,7 @@ pub async fn mint_token(
 pub async fn item(State(state): Shared, Path(id): Path<String>) -> Result<Json<ItemInfo>, AppError> {
     let index =
         state.catalogue.item(&id).ok_or_else(|| AppError::not_found("unknown_item", format!("no item {id:?}")))?;
-    Ok(Json(state.engine().item_info(&state.catalogue, index)))
+    Ok(Json(state.arms.main().item_info(&state.catalogue, index)))
 }
 
 /// Liveness: the process answers.
@@ -313,7 +320,7 @@ pub async fn readyz(State(state): Shared, ApiQuery(query): ApiQuery<ReadyQuery>)
         return Err(not_ready("the event writer has stopped"));
     }
     if query.deep == Some(1) {
-        let engine = state.engine();
+        let engine = state.arms.main();
         let cold = User { id: String::new(), features: Vec::new() };
         let request = engine.recommender().request(&cold, &[], unix_now(), 1, false);
         let decode = state.batcher.decode(engine, request, Instant::now() + DEEP_CHECK_TIMEOUT);
@@ -338,7 +345,9 @@ pub async fn metrics(State(state): Shared, headers: HeaderMap) -> Result<impl In
 
 /// `/metrics` without a token, for the separate metrics address.
 pub async fn open_metrics(State(state): Shared) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    let mut text = state.metrics.render();
+    state.online.render(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// Every event stored since the data set, as JSON Lines of `UserEvent`: users in id order, each
@@ -364,18 +373,25 @@ pub struct ReloadRequest {
     /// The snapshot to load; the one the server started with when absent.
     #[schema(value_type = Option<String>)]
     snapshot: Option<std::path::PathBuf>,
+    /// The arm that serves it: `main` (the default) or an A/B arm, which a share creates.
+    arm: Option<String>,
+    /// Share of users for an A/B arm, in [0, 1]; `main` keeps what the arms leave. 0 removes
+    /// the arm, and its users go back to `main`.
+    share: Option<f64>,
 }
 
 /// Answer of `POST /admin/reload`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Reloaded {
-    /// The id of the snapshot now serving.
-    model: String,
-    previous: String,
+    /// The id of the snapshot the arm now serves; absent when the arm was removed.
+    model: Option<String>,
+    /// The id of the snapshot it served before; absent for a new arm.
+    previous: Option<String>,
+    arm: String,
 }
 
-/// Swaps in a new snapshot atomically: requests in flight finish on the old one. A snapshot that
-/// fails to load is refused and the old one keeps serving.
+/// Swaps in a new snapshot atomically, for `main` or an A/B arm: requests in flight finish on
+/// the old one. A snapshot that fails to load is refused and the old one keeps serving.
 #[utoipa::path(post, path = "/admin/reload", request_body = ReloadRequest, security(("bearer" = [])), responses(
     (status = 200, body = Reloaded), (status = 401, body = onerec_core::api::ApiError),
     (status = 403, body = onerec_core::api::ApiError), (status = 422, body = onerec_core::api::ApiError)))]
@@ -391,6 +407,13 @@ pub async fn reload(
     } else {
         serde_json::from_slice(&body).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?
     };
+    let arm = request.arm.unwrap_or_else(|| experiment::MAIN.into());
+    state.arms.check(&arm, request.share).map_err(|e| AppError::invalid("bad_arm", e))?;
+    if request.share == Some(0.0) {
+        let changed = state.arms.set(&arm, request.share, None);
+        tracing::info!(%arm, "removed the arm");
+        return Ok(Json(Reloaded { model: None, previous: changed.previous, arm }));
+    }
     let path = request.snapshot.unwrap_or_else(|| state.snapshot_path.clone());
     let loader = state.clone();
     let engine = tokio::task::spawn_blocking(move || {
@@ -401,7 +424,20 @@ pub async fn reload(
     .map_err(|e| AppError::internal(format!("the loader failed: {e}")))?
     .map_err(|e| AppError::invalid("bad_snapshot", format!("{e:#}; the current model keeps serving")))?;
     let model = engine.id.clone();
-    let previous = state.swap_engine(engine);
-    tracing::info!(%model, %previous, "reloaded the snapshot");
-    Ok(Json(Reloaded { model, previous }))
+    // Checked again: another reload may have changed the arms while this one loaded.
+    state.arms.check(&arm, request.share).map_err(|e| AppError::invalid("bad_arm", e))?;
+    state.online.open(&arm);
+    let changed = state.arms.set(&arm, request.share, Some(engine));
+    tracing::info!(%model, previous = ?changed.previous, %arm, "reloaded the snapshot");
+    Ok(Json(Reloaded { model: Some(model), previous: changed.previous, arm }))
+}
+
+/// Each arm's snapshot, share, online counts and rates, and its difference from `main` with a
+/// 95% confidence interval. Counts come from events that carry a feed's `request_id`.
+#[utoipa::path(get, path = "/admin/experiments", security(("bearer" = [])), responses(
+    (status = 200, body = experiment::Experiments), (status = 401, body = onerec_core::api::ApiError),
+    (status = 403, body = onerec_core::api::ApiError)))]
+pub async fn experiments(State(state): Shared, headers: HeaderMap) -> Result<Json<experiment::Experiments>, AppError> {
+    require_admin(&state, &headers)?;
+    Ok(Json(experiment::summarise(&state.arms, &state.online)))
 }

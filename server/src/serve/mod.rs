@@ -7,6 +7,7 @@ mod auth;
 mod batcher;
 mod engine;
 mod error;
+mod experiment;
 mod handlers;
 mod histories;
 mod listener;
@@ -17,7 +18,7 @@ pub mod store;
 mod tests;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,7 @@ pub use batcher::BatchConfig;
 use batcher::Batcher;
 use engine::{Catalogue, Engine};
 use error::AppError;
+use experiment::{Arms, MAIN, Online};
 use histories::Histories;
 pub use listener::ConnectionLimits;
 use metrics::Metrics;
@@ -82,7 +84,10 @@ impl Default for Limits {
 
 /// What the handlers share.
 pub struct AppState {
-    engine: RwLock<Arc<Engine>>,
+    /// The snapshots serving, `main` and any A/B arms.
+    arms: Arms,
+    /// What users did with each arm's feeds.
+    online: Arc<Online>,
     catalogue: Arc<Catalogue>,
     histories: Arc<Histories>,
     store: EventStore,
@@ -100,19 +105,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The engine now serving; a request keeps the one it took even if a reload swaps it.
-    fn engine(&self) -> Arc<Engine> {
-        self.engine.read().expect("engine lock").clone()
-    }
-
     fn writer_alive(&self) -> bool {
         self.writer.lock().expect("writer lock").as_ref().is_some_and(|w| !w.is_finished())
-    }
-
-    /// Swaps in `engine`; returns the id of the one it replaced.
-    fn swap_engine(&self, engine: Engine) -> String {
-        let old = std::mem::replace(&mut *self.engine.write().expect("engine lock"), Arc::new(engine));
-        old.id.clone()
     }
 }
 
@@ -136,6 +130,8 @@ pub struct ServeConfig {
     /// The cap on connections; `None` sizes it to the open-file limit.
     pub max_connections: Option<usize>,
     pub header_timeout: Duration,
+    /// Snapshots held at once: `main` and the A/B arms.
+    pub max_models: usize,
 }
 
 #[derive(OpenApi)]
@@ -155,7 +151,8 @@ pub struct ServeConfig {
         handlers::readyz,
         handlers::metrics,
         handlers::reload,
-        handlers::export_events
+        handlers::export_events,
+        handlers::experiments
     )
 )]
 struct ApiDoc;
@@ -170,16 +167,27 @@ impl AppState {
     pub fn open(config: &ServeConfig, dataset: Dataset) -> anyhow::Result<Arc<AppState>> {
         let catalogue = Arc::new(Catalogue::new(dataset));
         let histories = Arc::new(Histories::default());
+        let online = Arc::new(Online::default());
+        online.open(MAIN);
         let (store, writer) = {
-            let (histories, catalogue) = (histories.clone(), catalogue.clone());
-            EventStore::open(&config.data_dir, Box::new(move |events| histories.apply(&catalogue, events)))?
+            let (histories, catalogue, online) = (histories.clone(), catalogue.clone(), online.clone());
+            EventStore::open(
+                &config.data_dir,
+                Box::new(move |events| {
+                    histories.apply(&catalogue, events);
+                    online.record(events);
+                }),
+            )?
         };
-        histories.apply(&catalogue, &store.all()?);
+        let stored = store.all()?;
+        histories.apply(&catalogue, &stored);
+        online.record(&stored);
         let engine = Engine::load(&config.snapshot, &catalogue.dataset, &histories.served(&catalogue), &config.device)?;
         let secret = auth::load_secret(config.token_secret.as_deref(), &config.data_dir)?;
         let metrics = Arc::new(Metrics::default());
         Ok(Arc::new(AppState {
-            engine: RwLock::new(Arc::new(engine)),
+            arms: Arms::new(engine, config.max_models),
+            online,
             catalogue,
             histories,
             store,
@@ -219,7 +227,7 @@ pub async fn run(mut config: ServeConfig, dataset: Dataset) -> anyhow::Result<()
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(
-        model = %state.engine().id,
+        model = %state.arms.main().id,
         max_connections = connections.max_connections,
         "serving in {:.1} s", started.elapsed().as_secs_f64()
     );
@@ -268,6 +276,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(api)
         .route("/admin/reload", post(handlers::reload))
         .route("/admin/events", get(handlers::export_events))
+        .route("/admin/experiments", get(handlers::experiments))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))

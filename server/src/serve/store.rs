@@ -238,6 +238,7 @@ mod tests {
             kind: EventKind::Click,
             value: None,
             timestamp: 1_700_000_000,
+            request_id: None,
         };
         UserEvent { user: user.into(), event }
     }

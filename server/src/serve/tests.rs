@@ -70,6 +70,7 @@ fn config(dir: &Path) -> ServeConfig {
         batching: BatchConfig { window: Duration::from_millis(1), max_batch: 16, workers: 1 },
         max_connections: None,
         header_timeout: Duration::from_secs(10),
+        max_models: 4,
     }
 }
 
@@ -456,7 +457,7 @@ async fn a_reload_counts_what_was_chosen_since_in_what_is_popular_now() {
     }
     assert_eq!(call(&app, post("/v1/events", Some(KEY), json!({ "events": batch }))).await.0, StatusCode::OK);
     let popular_now = |state: &AppState| {
-        let trend = state.engine().trend.as_ref().expect("the tiny preset reads the trend").at(at + 3 * 3600);
+        let trend = state.arms.main().trend.as_ref().expect("the tiny preset reads the trend").at(at + 3 * 3600);
         trend.iter().map(|&(item, _)| state.catalogue.dataset.items[item as usize].id.clone()).collect::<Vec<_>>()
     };
     assert_ne!(popular_now(&state), [items[0].clone()], "the engine was loaded before the events");

@@ -279,6 +279,7 @@ mod tests {
             kind: EventKind::Rating,
             value: Some(4.0),
             timestamp: 1_700_000_000,
+            request_id: Some("main.00ff".into()),
         };
         let value = frame(b"alice", 3, &event);
         assert_eq!(unframe(b"alice", 3, &value).unwrap(), event);
