@@ -74,16 +74,19 @@ impl Arms {
         self.arms.read().expect("arms lock")[0].engine.clone()
     }
 
-    /// Checks a change before a snapshot is loaded for it: a valid name, a share where one is
-    /// needed, shares that fit, and room for a new arm.
+    /// Checks a change before a snapshot is loaded for it (see [`Arms::set`]).
     pub fn check(&self, name: &str, share: Option<f64>) -> Result<(), String> {
+        self.validate(&self.arms.read().expect("arms lock"), name, share)
+    }
+
+    /// A valid name, a share where one is needed, shares that fit, and room for a new arm.
+    fn validate(&self, arms: &[Arm], name: &str, share: Option<f64>) -> Result<(), String> {
         let valid = !name.is_empty()
             && name.len() <= 32
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid {
             return Err(format!("arm must be 1 to 32 letters, digits, '-' or '_', not {name:?}"));
         }
-        let arms = self.arms.read().expect("arms lock");
         if name == MAIN {
             return match share {
                 Some(_) => Err("main's share is what the other arms leave; set theirs".into()),
@@ -108,14 +111,16 @@ impl Arms {
     }
 
     /// Serves `engine` in arm `name`, with `share` of users when given; a share of 0 removes
-    /// the arm, and its users go back to `main`. Call [`Arms::check`] first.
-    pub fn set(&self, name: &str, share: Option<f64>, engine: Option<Engine>) -> Changed {
+    /// the arm, and its users go back to `main`. Validated again under the lock, since another
+    /// change may have come while the snapshot loaded.
+    pub fn set(&self, name: &str, share: Option<f64>, engine: Option<Engine>) -> Result<Changed, String> {
         let mut arms = self.arms.write().expect("arms lock");
+        self.validate(&arms, name, share)?;
         let at = arms.iter().position(|a| a.name == name);
         if share == Some(0.0) {
             let previous = at.map(|i| arms.remove(i).engine.id.clone());
             Self::rebalance(&mut arms);
-            return Changed { previous };
+            return Ok(Changed { previous });
         }
         let previous = match (at, engine) {
             (Some(i), engine) => {
@@ -134,7 +139,7 @@ impl Arms {
             (None, None) => None,
         };
         Self::rebalance(&mut arms);
-        Changed { previous }
+        Ok(Changed { previous })
     }
 
     fn rebalance(arms: &mut [Arm]) {

@@ -410,7 +410,7 @@ pub async fn reload(
     let arm = request.arm.unwrap_or_else(|| experiment::MAIN.into());
     state.arms.check(&arm, request.share).map_err(|e| AppError::invalid("bad_arm", e))?;
     if request.share == Some(0.0) {
-        let changed = state.arms.set(&arm, request.share, None);
+        let changed = state.arms.set(&arm, request.share, None).map_err(|e| AppError::invalid("bad_arm", e))?;
         tracing::info!(%arm, "removed the arm");
         return Ok(Json(Reloaded { model: None, previous: changed.previous, arm }));
     }
@@ -424,10 +424,9 @@ pub async fn reload(
     .map_err(|e| AppError::internal(format!("the loader failed: {e}")))?
     .map_err(|e| AppError::invalid("bad_snapshot", format!("{e:#}; the current model keeps serving")))?;
     let model = engine.id.clone();
-    // Checked again: another reload may have changed the arms while this one loaded.
-    state.arms.check(&arm, request.share).map_err(|e| AppError::invalid("bad_arm", e))?;
+    // Counting opens first, so that no event of the arm's first feeds is missed.
     state.online.open(&arm);
-    let changed = state.arms.set(&arm, request.share, Some(engine));
+    let changed = state.arms.set(&arm, request.share, Some(engine)).map_err(|e| AppError::invalid("bad_arm", e))?;
     tracing::info!(%model, previous = ?changed.previous, %arm, "reloaded the snapshot");
     Ok(Json(Reloaded { model: Some(model), previous: changed.previous, arm }))
 }
