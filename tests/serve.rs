@@ -492,6 +492,112 @@ fn a_fine_tune_on_served_likes_raises_their_topic_and_wins_the_ab_test() {
     assert!(metrics.contains("onerec_online_likes_total{arm=\"b\"}"), "{metrics}");
 }
 
+/// Items the model never saw join a trained snapshot without retraining (`onerec items add`):
+/// the server shows them, some users' feeds hold them, and retired items never appear again.
+#[test]
+fn added_items_reach_feeds_without_retraining_and_retired_ones_never_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full");
+    assert!(
+        onerec(&["data", "synth", "--items", "120", "--users", "60", "--topics", "4", "--out", path(&full)])
+            .status
+            .success()
+    );
+    // The catalogue before: the last 12 items and their events left out.
+    let read = |name: &str| std::fs::read_to_string(full.join(name)).unwrap();
+    let new: Vec<String> = (109..=120).map(|i| format!("i{i}")).collect();
+    let keep = |line: &&str| !new.iter().any(|id| line.split('\t').any(|field| field == id));
+    let old = dir.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    for name in ["synth.item", "synth.inter", "synth.user"] {
+        let text = read(name);
+        let kept: Vec<&str> = text.lines().filter(keep).collect();
+        std::fs::write(old.join(name.replace("synth", "old")), kept.join("\n") + "\n").unwrap();
+    }
+    // The catalogue after: every item, the new ones last, and the same events.
+    let grown = dir.path().join("grown");
+    std::fs::create_dir(&grown).unwrap();
+    std::fs::copy(old.join("old.inter"), grown.join("grown.inter")).unwrap();
+    std::fs::copy(old.join("old.user"), grown.join("grown.user")).unwrap();
+    let item_file = read("synth.item");
+    let (kept, added): (Vec<&str>, Vec<&str>) = item_file.lines().partition(keep);
+    std::fs::write(grown.join("grown.item"), [kept, added].concat().join("\n") + "\n").unwrap();
+
+    let tok = dir.path().join("old.tok");
+    let snapshot = dir.path().join("old.snap");
+    let tokenize =
+        ["tokenize", "--data", path(&old), "--out", path(&tok), "--codes", "8", "--dim", "32", "--collab-dims", "16"];
+    assert!(onerec(&tokenize).status.success());
+    let train = ["train", "--data", path(&old), "--tokenizer", path(&tok), "--preset", "tiny", "--epochs", "3"];
+    assert!(onerec(&[&train[..], &["--out", path(&snapshot), "--device", "cpu"]].concat()).status.success());
+
+    let grown_snapshot = dir.path().join("grown.snap");
+    let report = onerec_json(&[
+        "items",
+        "add",
+        "--snapshot",
+        path(&snapshot),
+        "--data",
+        path(&grown),
+        "--out",
+        path(&grown_snapshot),
+        "--json",
+    ]);
+    let items = report["items"].as_array().unwrap();
+    assert_eq!(items.len(), 12);
+    assert!(items.iter().all(|i| i["neighbours"].as_u64().unwrap() > 0), "{report}");
+    // The old catalogue no longer fits the grown snapshot, and a catalogue without new items says so.
+    let again = onerec(&[
+        "items",
+        "add",
+        "--snapshot",
+        path(&grown_snapshot),
+        "--data",
+        path(&grown),
+        "--out",
+        path(&grown_snapshot),
+    ]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no items beyond the snapshot's 120"));
+
+    let state = tempfile::tempdir().unwrap();
+    let server = Server::start(&grown_snapshot, &grown, state.path(), &["--admin-token", "ops"]);
+    let agent = client();
+    let (status, item) = get(&agent, &format!("{}/v1/items/{}", server.url, new[0]));
+    assert_eq!(status, 200);
+    assert_eq!(item["semantic_id"], items[0]["semantic_id"]);
+    let (_, users) = get(&agent, &format!("{}/v1/users?limit=60", server.url));
+    let users: Vec<String> = users["users"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().into()).collect();
+    let slates = |server: &Server| -> Vec<Vec<String>> {
+        users
+            .iter()
+            .map(|u| ids(&get(&agent, &format!("{}/v1/feed?user={u}&k=10&pool=100", server.url)).1["items"]))
+            .collect()
+    };
+    let with_new = slates(&server).iter().filter(|s| s.iter().any(|i| new.contains(i))).count();
+    eprintln!("{with_new} of 60 slates of 10 hold a new item");
+    assert!(with_new > 0, "no user's slate holds a new item");
+
+    // Retire a new item and the old item shown most: neither is offered again, in any slate or pool.
+    let shown = slates(&server).concat();
+    let mut counts: HashMap<&String, usize> = HashMap::new();
+    shown.iter().filter(|i| !new.contains(i)).for_each(|i| *counts.entry(i).or_default() += 1);
+    let popular = counts.into_iter().max_by_key(|(_, n)| *n).unwrap().0.clone();
+    let newest = shown.iter().find(|i| new.contains(i)).unwrap().clone();
+    let retired = dir.path().join("retired.snap");
+    let ids_arg = format!("{newest},{popular}");
+    let out =
+        onerec(&["items", "retire", "--snapshot", path(&grown_snapshot), "--ids", &ids_arg, "--out", path(&retired)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let body = json!({ "snapshot": retired }).to_string();
+    assert_eq!(post(&agent, &format!("{}/admin/reload", server.url), &body, &[("authorization", "Bearer ops")]).0, 200);
+    for u in &users {
+        let (_, feed) = get(&agent, &format!("{}/v1/feed?user={u}&k=10&pool=100", server.url));
+        let offered: Vec<String> = [ids(&feed["items"]), ids(&feed["pool"])].concat();
+        assert!(offered.len() >= 10, "{feed}");
+        assert!(!offered.contains(&newest) && !offered.contains(&popular), "{u} was offered a retired item");
+    }
+}
+
 /// Posts events from several clients, kills the server with SIGKILL mid-stream, restarts it on the
 /// same store, and finds every acknowledged event.
 #[test]

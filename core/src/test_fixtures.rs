@@ -32,6 +32,7 @@ pub(crate) fn tokenizer_for(dataset: &Dataset, levels: usize, codes: usize) -> T
         dataset: dataset.name.clone(),
         item_ids: dataset.items.iter().map(|i| i.id.clone()).collect(),
         embeddings,
+        embedding: config,
         config: rq,
         codebooks,
         semantic_ids,

@@ -29,6 +29,9 @@ pub enum Command {
     Align(commands::align::AlignArgs),
     /// Measure ranking quality on the held-out splits (DESIGN.md §3).
     Eval(commands::eval::EvalArgs),
+    /// Add items to a trained snapshot, or retire them, without retraining.
+    #[command(subcommand)]
+    Items(commands::items::ItemsCommand),
     /// Serve feeds and collect events over HTTP.
     Serve(commands::serve::ServeArgs),
     /// Check or repair the server's event store.
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reward(c) => commands::reward::run(c),
         Command::Align(a) => commands::align::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Items(c) => commands::items::run(c),
         Command::Serve(a) => commands::serve::run(a),
         Command::Store(c) => commands::store::run(c),
         Command::Bench(c) => commands::bench::run(c),

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Item};
 use crate::error::{Error, Result};
 use crate::linalg;
 
@@ -97,6 +97,43 @@ pub fn item_embeddings(dataset: &Dataset, config: &EmbeddingConfig) -> Result<It
     fill_empty_rows(&mut data, config.dim, config.seed);
     linalg::l2_normalize_rows(&mut data, config.dim);
     Ok(ItemEmbeddings { dim: config.dim, data })
+}
+
+/// Embeddings of items added to a catalogue after its tokenizer was fitted (`items × dim`), made
+/// as [`item_embeddings`] makes a cold item's: content from the item's text (IDF over the whole
+/// catalogue, old items and new), and the collaborative part that content predicts, by a ridge
+/// regression fitted on the existing items' embeddings. Nobody has interacted with a new item, so
+/// there is nothing else to go on; an item without text gets a random direction.
+pub fn embed_new_items(
+    existing: &ItemEmbeddings,
+    catalogue: &[Item],
+    new: &[Item],
+    config: &EmbeddingConfig,
+) -> Vec<f32> {
+    let dim = config.dim;
+    let has_text = catalogue.iter().any(|i| !i.title.is_empty() || !i.tags.is_empty());
+    let (dc, df) = if has_text { (dim - config.collab_dims, config.collab_dims) } else { (0, dim) };
+    let (old, added) = (catalogue.len(), new.len());
+    let mut data = vec![0f32; added * dim];
+    if dc > 0 {
+        let all: Vec<Item> = catalogue.iter().chain(new).cloned().collect();
+        let fresh = content::embed(&all, dc, config.hash_buckets, config.seed);
+        // The stored rows hold both parts, scaled by the row's normalisation; the fit's output is
+        // normalised again, so the scale does not matter.
+        let mut content: Vec<f32> = (0..old).flat_map(|i| existing.row(i)[..dc].to_vec()).collect();
+        content.extend_from_slice(&fresh[old * dc..]);
+        let mut collab: Vec<f32> = (0..old).flat_map(|i| existing.row(i)[dc..].to_vec()).collect();
+        collab.resize((old + added) * df, 0.0);
+        let warm: Vec<bool> = (0..old + added).map(|i| i < old).collect();
+        fill_cold_from_content(&content, dc, &mut collab, df, &warm, config.ridge);
+        for (i, row) in data.chunks_exact_mut(dim).enumerate() {
+            row[..dc].copy_from_slice(&content[(old + i) * dc..][..dc]);
+            row[dc..].copy_from_slice(&collab[(old + i) * df..][..df]);
+        }
+    }
+    fill_empty_rows(&mut data, dim, config.seed ^ old as u64);
+    linalg::l2_normalize_rows(&mut data, dim);
+    data
 }
 
 /// Items nobody interacted with get the collaborative vector their content predicts, by a ridge

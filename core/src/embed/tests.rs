@@ -96,3 +96,24 @@ fn bad_dimensions_are_refused() {
     let err = item_embeddings(&ds, &EmbeddingConfig { dim: 4, collab_dims: 8, ..config() }).unwrap_err();
     assert!(err.to_string().contains("collaborative dimensions"));
 }
+
+/// An item added later embeds as a cold item of the same text did when the catalogue was
+/// embedded, and lands among its family.
+#[test]
+fn a_new_item_embeds_as_a_cold_item_of_the_same_text() {
+    let (ds, cold, _) = two_families();
+    let existing = item_embeddings(&ds, &config()).unwrap();
+    let twin = Item { id: "new".into(), title: "star rocket orbit".into(), tags: vec!["space".into()] };
+    let farm = Item { id: "new-farm".into(), title: "barn tractor".into(), tags: vec!["farm".into()] };
+    let rows = embed_new_items(&existing, &ds.items, &[twin, farm], &config());
+    let added = ItemEmbeddings { dim: 16, data: [existing.data.clone(), rows].concat() };
+    let (twin, farm) = (existing.len(), existing.len() + 1);
+    for row in [twin, farm] {
+        let norm: f32 = added.row(row).iter().map(|x| x * x).sum();
+        assert!((norm - 1.0).abs() < 1e-5);
+    }
+    assert!(cosine(&added, twin, cold) > 0.95, "cosine to the cold twin {}", cosine(&added, twin, cold));
+    let family = |row: usize, range: std::ops::Range<usize>| range.map(|i| cosine(&added, row, i)).sum::<f32>() / 10.0;
+    assert!(family(twin, 0..10) > family(twin, 10..20) + 0.3);
+    assert!(family(farm, 10..20) > family(farm, 0..10) + 0.3);
+}

@@ -364,7 +364,7 @@ pub fn training_windows(dataset: &Dataset, short_len: usize) -> Vec<Window> {
 mod tests {
     use super::*;
     use crate::data::{DatasetBuilder, Origin};
-    use crate::embed::ItemEmbeddings;
+    use crate::embed::{EmbeddingConfig, ItemEmbeddings};
     use crate::generator::trend::TrendConfig;
     use crate::tokenizer::{Codebooks, RqConfig, SemanticIds, TokenizerReport};
 
@@ -378,6 +378,7 @@ mod tests {
             dataset: "hand".into(),
             item_ids: (0..n).map(|i| i.to_string()).collect(),
             embeddings: ItemEmbeddings { dim: 2, data: rows.concat() },
+            embedding: EmbeddingConfig { dim: 2, collab_dims: 0, ..EmbeddingConfig::default() },
             config: RqConfig { levels: 1, codes, ..RqConfig::default() },
             codebooks: Codebooks { dim: 2, centroids: Vec::new() },
             semantic_ids,

@@ -7,6 +7,7 @@
 //! [`snapshot`] a trained generator is saved as. The mechanics it shares with the reward model
 //! and alignment (weights ↔ bytes, AdamW, the schedule, resuming) are in [`crate::training`].
 
+pub mod catalogue;
 pub mod context;
 pub mod evaluate;
 pub mod model;

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Format};
-use crate::embed::ItemEmbeddings;
+use crate::embed::{EmbeddingConfig, ItemEmbeddings};
 use crate::error::{Error, Result};
 use kmeans::KMeansConfig;
 pub use semantic_ids::{Collisions, SemanticIds};
@@ -64,6 +64,37 @@ pub struct Codebooks {
     pub dim: usize,
     /// `levels × (codes × dim)`.
     pub centroids: Vec<Vec<f32>>,
+}
+
+impl Codebooks {
+    /// Up to `keep` residual code sequences for `embedding`, least reconstruction error first: a
+    /// beam over the levels that keeps the `keep` best prefixes at each, so the first is the
+    /// greedy encoding and the rest are its nearest alternatives.
+    pub fn encode(&self, embedding: &[f32], keep: usize) -> Vec<Vec<Code>> {
+        let dim = self.dim;
+        let mut beam: Vec<(f64, Vec<Code>, Vec<f32>)> = vec![(0.0, Vec::new(), embedding.to_vec())];
+        for level in &self.centroids {
+            let mut scored: Vec<(f64, usize, Code)> = Vec::new();
+            for (b, (_, _, residual)) in beam.iter().enumerate() {
+                for (code, centroid) in level.chunks_exact(dim).enumerate() {
+                    let error = residual.iter().zip(centroid).map(|(r, c)| ((r - c) * (r - c)) as f64).sum();
+                    scored.push((error, b, code as Code));
+                }
+            }
+            scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+            beam = scored
+                .into_iter()
+                .take(keep.max(1))
+                .map(|(error, b, code)| {
+                    let (_, prefix, residual) = &beam[b];
+                    let centroid = &level[code as usize * dim..][..dim];
+                    let residual = residual.iter().zip(centroid).map(|(r, c)| r - c).collect();
+                    (error, [prefix.as_slice(), &[code]].concat(), residual)
+                })
+                .collect();
+        }
+        beam.into_iter().map(|(_, codes, _)| codes).collect()
+    }
 }
 
 /// What one level of the quantiser achieved.
@@ -227,15 +258,67 @@ pub struct Tokenizer {
     /// Source id of each item, in item-index order.
     pub item_ids: Vec<String>,
     pub embeddings: ItemEmbeddings,
+    /// How the embeddings were made, so that items added later are embedded the same way.
+    pub embedding: EmbeddingConfig,
     pub config: RqConfig,
     pub codebooks: Codebooks,
     pub semantic_ids: SemanticIds,
     pub report: TokenizerReport,
 }
 
-const FORMAT: Format = Format { magic: b"ONRECTOK", version: 1, kind: "tokenizer" };
+const FORMAT: Format = Format { magic: b"ONRECTOK", version: 2, kind: "tokenizer" };
+
+/// Residual code sequences tried, nearest first, for an added item whose nearest ID is taken.
+const ADDED_ITEM_CANDIDATES: usize = 64;
 
 impl Tokenizer {
+    /// Gives items added after fitting their semantic IDs under the existing codebooks, so that
+    /// the model's vocabularies and every other item's ID stay as they are: the nearest residual
+    /// codes whose ID is free, with the first free disambiguation code where IDs have one. The
+    /// items join the trie, so decoding can produce them. `embeddings` holds one row per id.
+    pub fn add_items(&mut self, ids: &[String], embeddings: &[f32]) -> Result<()> {
+        let dim = self.embeddings.dim;
+        if embeddings.len() != ids.len() * dim {
+            return Err(Error::Config(format!("{} ids but {} embedding values", ids.len(), embeddings.len())));
+        }
+        let levels = self.config.levels;
+        let sizes = &self.semantic_ids.level_sizes;
+        let disambiguation = sizes.get(levels).copied();
+        let mut known: std::collections::HashSet<&str> = self.item_ids.iter().map(String::as_str).collect();
+        let mut taken: std::collections::HashMap<Vec<Code>, Vec<Code>> = std::collections::HashMap::new();
+        for item in 0..self.item_ids.len() as crate::data::ItemIdx {
+            let id = self.semantic_ids.id_of(item);
+            taken.entry(id[..levels].to_vec()).or_default().push(id.get(levels).copied().unwrap_or(0));
+        }
+        let mut codes = Vec::with_capacity(ids.len() * sizes.len());
+        for (id, row) in ids.iter().zip(embeddings.chunks_exact(dim.max(1))) {
+            if !known.insert(id) {
+                return Err(Error::Config(format!("item {id:?} is already in the catalogue")));
+            }
+            let chosen = self.codebooks.encode(row, ADDED_ITEM_CANDIDATES).into_iter().find_map(|prefix| {
+                let used = taken.entry(prefix.clone()).or_default();
+                let last = match disambiguation {
+                    Some(size) => (0..size as Code).find(|c| !used.contains(c))?,
+                    None if used.is_empty() => 0,
+                    None => return None,
+                };
+                used.push(last);
+                Some(if disambiguation.is_some() { [prefix, vec![last]].concat() } else { prefix })
+            });
+            let chosen = chosen.ok_or_else(|| {
+                Error::Config(format!(
+                    "no free semantic ID among the {ADDED_ITEM_CANDIDATES} nearest to item {id:?}; tokenize the \
+                     catalogue again"
+                ))
+            })?;
+            codes.extend(chosen);
+        }
+        self.semantic_ids = self.semantic_ids.extended(&codes)?;
+        self.item_ids.extend(ids.iter().cloned());
+        self.embeddings.data.extend_from_slice(embeddings);
+        Ok(())
+    }
+
     /// Writes the tokenizer by atomic rename.
     pub fn save(&self, path: &Path) -> Result<()> {
         codec::save(FORMAT, self, path)
@@ -322,6 +405,7 @@ mod tests {
             dataset: "gauss".into(),
             item_ids: (0..64).map(|i| format!("item{i}")).collect(),
             embeddings: ItemEmbeddings { dim, data: x },
+            embedding: EmbeddingConfig { dim, ..EmbeddingConfig::default() },
             config,
             codebooks,
             semantic_ids,
@@ -343,6 +427,55 @@ mod tests {
         inconsistent.item_ids.pop();
         inconsistent.save(&path).unwrap();
         assert!(Tokenizer::load(&path).unwrap_err().to_string().contains("63 item ids but 64 semantic IDs"));
+    }
+
+    /// Added items get free IDs under the same codebooks and join the trie; nobody else's ID
+    /// moves. Copies of one embedding fill its prefix's free disambiguation codes, then move to
+    /// the next nearest prefix.
+    #[test]
+    fn added_items_get_free_ids_nearest_their_embedding() {
+        let dim = 4;
+        let x = gaussian(64, dim, 5);
+        let config = RqConfig { levels: 2, codes: 4, max_iters: 5, seed: 2 };
+        let (codebooks, semantic_ids, report) = fit(&x, dim, &config).unwrap();
+        let mut tokenizer = Tokenizer {
+            dataset: "gauss".into(),
+            item_ids: (0..64).map(|i| format!("item{i}")).collect(),
+            embeddings: ItemEmbeddings { dim, data: x.clone() },
+            embedding: EmbeddingConfig { dim, ..EmbeddingConfig::default() },
+            config,
+            codebooks,
+            semantic_ids,
+            report,
+        };
+        let before = tokenizer.clone();
+        let sizes = before.semantic_ids.level_sizes.clone();
+        assert_eq!(sizes.len(), 3, "64 items in 16 prefixes collide, so IDs have a disambiguation code");
+        let copies = sizes[2] + 2;
+        let ids: Vec<String> = (0..copies).map(|i| format!("new{i}")).collect();
+        let row = &x[..dim];
+        tokenizer.add_items(&ids, &row.repeat(copies)).unwrap();
+        // The nearest prefix that still has a free disambiguation code.
+        let candidates = before.codebooks.encode(row, 64);
+        let holds = |prefix: &[Code]| (0..64).filter(|&i| &before.semantic_ids.id_of(i)[..2] == prefix).count();
+        let nearest = candidates.iter().find(|p| holds(p) < sizes[2]).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for item in 0..64 + copies as u32 {
+            let id = tokenizer.semantic_ids.id_of(item).to_vec();
+            assert_eq!(tokenizer.semantic_ids.item_of(&id), Some(item), "in the trie");
+            assert!(seen.insert(id.clone()), "IDs stay unique");
+            if item < 64 {
+                assert_eq!(id, before.semantic_ids.id_of(item), "old IDs do not move");
+            }
+        }
+        let prefixes: Vec<Vec<Code>> =
+            (64..64 + copies as u32).map(|i| tokenizer.semantic_ids.id_of(i)[..2].to_vec()).collect();
+        assert_eq!(&prefixes[0], nearest, "the first copy takes the nearest prefix with room");
+        assert!(prefixes.iter().all(|p| candidates.contains(p)));
+        assert!(prefixes.iter().any(|p| p != nearest), "a full prefix sends copies to the next nearest");
+        assert_eq!(tokenizer.item_ids.len(), tokenizer.embeddings.len());
+        let again = tokenizer.add_items(&ids[..1], row).unwrap_err();
+        assert!(again.to_string().contains("already in the catalogue"), "{again}");
     }
 
     #[test]

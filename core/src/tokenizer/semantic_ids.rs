@@ -17,6 +17,9 @@ pub struct SemanticIds {
     pub level_sizes: Vec<usize>,
     /// `items × level_sizes.len()`, row-major.
     codes: Vec<Code>,
+    /// Items that may never be recommended again, sorted: they keep their IDs (so nothing else
+    /// moves, and their events still read as before) but leave the trie.
+    retired: Vec<ItemIdx>,
     trie: PrefixTrie,
 }
 
@@ -77,20 +80,43 @@ impl SemanticIds {
                 pos % len
             )));
         }
-        let ids: Vec<&[Code]> = codes.chunks_exact(len).collect();
-        let trie = PrefixTrie::build(&ids, len).map_err(|(a, b)| {
-            Error::Config(format!("items {a} and {b} share the semantic ID {:?}", ids[a as usize]))
-        })?;
-        Ok(SemanticIds { level_sizes, codes, trie })
+        Self::with_retired(codes, level_sizes, Vec::new())
     }
 
-    /// Number of items.
+    /// The map whose trie leaves `retired` (sorted) out.
+    fn with_retired(codes: Vec<Code>, level_sizes: Vec<usize>, retired: Vec<ItemIdx>) -> Result<SemanticIds> {
+        let len = level_sizes.len();
+        let ids: Vec<&[Code]> = codes.chunks_exact(len).collect();
+        let trie =
+            PrefixTrie::build_over(&ids, len, |item| retired.binary_search(&item).is_err()).map_err(|(a, b)| {
+                Error::Config(format!("items {a} and {b} share the semantic ID {:?}", ids[a as usize]))
+            })?;
+        Ok(SemanticIds { level_sizes, codes, retired, trie })
+    }
+
+    /// The same IDs with `items` retired too: no decode can produce them again.
+    pub fn retire(&self, items: &[ItemIdx]) -> Result<SemanticIds> {
+        if let Some(item) = items.iter().find(|&&i| i as usize >= self.len()) {
+            return Err(Error::Config(format!("there is no item {item} to retire")));
+        }
+        let mut retired = [self.retired.as_slice(), items].concat();
+        retired.sort_unstable();
+        retired.dedup();
+        Self::with_retired(self.codes.clone(), self.level_sizes.clone(), retired)
+    }
+
+    /// The retired items, sorted.
+    pub fn retired(&self) -> &[ItemIdx] {
+        &self.retired
+    }
+
+    /// Number of items, retired ones included.
     pub fn len(&self) -> usize {
-        self.trie.len()
+        self.codes.len() / self.id_len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.trie.is_empty()
+        self.codes.is_empty()
     }
 
     /// Length of every ID.
@@ -101,6 +127,11 @@ impl SemanticIds {
     /// The semantic ID of an item.
     pub fn id_of(&self, item: ItemIdx) -> &[Code] {
         &self.codes[item as usize * self.id_len()..][..self.id_len()]
+    }
+
+    /// These IDs followed by those of new items (`codes`, row-major), with the trie rebuilt.
+    pub fn extended(&self, codes: &[Code]) -> Result<SemanticIds> {
+        Self::with_retired([self.codes.as_slice(), codes].concat(), self.level_sizes.clone(), self.retired.clone())
     }
 
     /// The item with this semantic ID, if it is legal.

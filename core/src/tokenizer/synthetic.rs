@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::embed::ItemEmbeddings;
+use crate::embed::{EmbeddingConfig, ItemEmbeddings};
 use crate::error::Result;
 use crate::tokenizer::{RqConfig, Tokenizer, fit};
 
@@ -38,6 +38,7 @@ pub fn synthetic_catalogue(items: usize, seed: u64) -> Result<Tokenizer> {
         dataset: "synthetic".into(),
         item_ids: (0..items).map(|i| i.to_string()).collect(),
         embeddings: ItemEmbeddings { dim, data },
+        embedding: EmbeddingConfig { dim, ..EmbeddingConfig::default() },
         config,
         codebooks,
         semantic_ids,

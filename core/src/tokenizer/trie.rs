@@ -44,7 +44,16 @@ impl PrefixTrie {
     /// Builds the trie from every item's code sequence (`ids[item]`, all of length `depth`).
     /// Returns the first pair of items that share an ID, if any, as an error.
     pub fn build(ids: &[&[Code]], depth: usize) -> Result<PrefixTrie, (ItemIdx, ItemIdx)> {
-        let mut order: Vec<ItemIdx> = (0..ids.len() as ItemIdx).collect();
+        Self::build_over(ids, depth, |_| true)
+    }
+
+    /// The trie of the items `live` keeps: the others keep their IDs, which no decode can reach.
+    pub fn build_over(
+        ids: &[&[Code]],
+        depth: usize,
+        live: impl Fn(ItemIdx) -> bool,
+    ) -> Result<PrefixTrie, (ItemIdx, ItemIdx)> {
+        let mut order: Vec<ItemIdx> = (0..ids.len() as ItemIdx).filter(|&item| live(item)).collect();
         order.sort_by(|&a, &b| ids[a as usize].cmp(ids[b as usize]).then(a.cmp(&b)));
         if let Some(w) = order.windows(2).find(|w| ids[w[0] as usize] == ids[w[1] as usize]) {
             return Err((w[0], w[1]));

@@ -4,6 +4,7 @@ pub mod align;
 pub mod bench;
 pub mod data;
 pub mod eval;
+pub mod items;
 pub mod reward;
 pub mod serve;
 pub mod store;

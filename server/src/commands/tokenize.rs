@@ -80,6 +80,7 @@ pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
         dataset: dataset.name.clone(),
         item_ids: dataset.items.iter().map(|i| i.id.clone()).collect(),
         embeddings,
+        embedding: embed_config,
         config,
         codebooks,
         semantic_ids,

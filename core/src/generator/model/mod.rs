@@ -46,10 +46,10 @@ mod dropout;
 mod head;
 mod moe;
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Bool, Device, Int, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -311,6 +311,23 @@ pub struct OneRec {
 }
 
 impl OneRec {
+    /// The item ID embeddings, `(items + 1) × d_model` row-major (row 0 is padding, item `i` is
+    /// row `i + 1`).
+    pub fn item_table(&self) -> Vec<f32> {
+        self.item_embedding.weight.val().into_data().try_to_vec::<f32>().expect("the item table is f32")
+    }
+
+    /// The same model with `rows` (`n × d_model`) appended to the item ID embeddings: the
+    /// embeddings of `n` items added to the catalogue, as items `items .. items + n`.
+    pub fn with_items(mut self, rows: Vec<f32>) -> OneRec {
+        let table = self.item_embedding.weight.val();
+        let [_, d] = table.dims();
+        let n = rows.len() / d;
+        let added = Tensor::<2>::from_data(TensorData::new(rows, [n, d]), &table.device());
+        self.item_embedding.weight = Param::from_tensor(Tensor::cat(vec![table, added], 0));
+        self
+    }
+
     /// The state of every query of the batch, `[queries, d_model]`: the stream's state at the
     /// last slot the query sees. With the expert loads of each block.
     pub fn encode(&self, batch: &Batch) -> (Tensor<2>, Vec<ExpertLoad>) {
