@@ -95,6 +95,16 @@ impl Codebooks {
         }
         beam.into_iter().map(|(_, codes, _)| codes).collect()
     }
+
+    /// The squared error of reconstructing `embedding` as the sum of `codes`' centroids.
+    pub fn error(&self, embedding: &[f32], codes: &[Code]) -> f64 {
+        let mut residual = embedding.to_vec();
+        for (level, &code) in self.centroids.iter().zip(codes) {
+            let centroid = &level[code as usize * self.dim..][..self.dim];
+            residual.iter_mut().zip(centroid).for_each(|(r, c)| *r -= c);
+        }
+        residual.iter().map(|r| (r * r) as f64).sum()
+    }
 }
 
 /// What one level of the quantiser achieved.
@@ -273,9 +283,10 @@ const ADDED_ITEM_CANDIDATES: usize = 64;
 
 impl Tokenizer {
     /// Gives items added after fitting their semantic IDs under the existing codebooks, so that
-    /// the model's vocabularies and every other item's ID stay as they are: the nearest residual
-    /// codes whose ID is free, with the first free disambiguation code where IDs have one. The
-    /// items join the trie, so decoding can produce them. `embeddings` holds one row per id.
+    /// the model's vocabularies and every other item's ID stay as they are: among the nearest
+    /// residual code sequences, the first that trained items already hold and that has a free
+    /// disambiguation code, else the nearest free one. The items join the trie, so decoding can
+    /// produce them. `embeddings` holds one row per id.
     pub fn add_items(&mut self, ids: &[String], embeddings: &[f32]) -> Result<()> {
         let dim = self.embeddings.dim;
         if embeddings.len() != ids.len() * dim {
@@ -295,7 +306,19 @@ impl Tokenizer {
             if !known.insert(id) {
                 return Err(Error::Config(format!("item {id:?} is already in the catalogue")));
             }
-            let chosen = self.codebooks.encode(row, ADDED_ITEM_CANDIDATES).into_iter().find_map(|prefix| {
+            // A prefix that trained items already hold first, the nearest of them all: the model
+            // has learnt its path, while it gives a path no item took almost no probability, so
+            // the beam would never reach it. Else the nearest free code sequence.
+            let held = disambiguation.and_then(|size| {
+                taken
+                    .iter()
+                    .filter(|(_, used)| !used.is_empty() && used.len() < size)
+                    .map(|(prefix, _)| (self.codebooks.error(row, prefix), prefix))
+                    .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)))
+                    .map(|(_, prefix)| prefix.clone())
+            });
+            let candidates = self.codebooks.encode(row, ADDED_ITEM_CANDIDATES);
+            let chosen = held.iter().chain(&candidates).find_map(|prefix| {
                 let used = taken.entry(prefix.clone()).or_default();
                 let last = match disambiguation {
                     Some(size) => (0..size as Code).find(|c| !used.contains(c))?,
@@ -303,7 +326,7 @@ impl Tokenizer {
                     None => return None,
                 };
                 used.push(last);
-                Some(if disambiguation.is_some() { [prefix, vec![last]].concat() } else { prefix })
+                Some(if disambiguation.is_some() { [prefix.clone(), vec![last]].concat() } else { prefix.clone() })
             });
             let chosen = chosen.ok_or_else(|| {
                 Error::Config(format!(
@@ -455,10 +478,12 @@ mod tests {
         let ids: Vec<String> = (0..copies).map(|i| format!("new{i}")).collect();
         let row = &x[..dim];
         tokenizer.add_items(&ids, &row.repeat(copies)).unwrap();
-        // The nearest prefix that still has a free disambiguation code.
+        // The nearest prefix that trained items hold and that still has a free disambiguation code.
         let candidates = before.codebooks.encode(row, 64);
         let holds = |prefix: &[Code]| (0..64).filter(|&i| &before.semantic_ids.id_of(i)[..2] == prefix).count();
-        let nearest = candidates.iter().find(|p| holds(p) < sizes[2]).unwrap();
+        let held: Vec<Vec<Code>> = (0..64).map(|i| before.semantic_ids.id_of(i)[..2].to_vec()).collect();
+        let error = |p: &Vec<Code>| before.codebooks.error(row, p);
+        let nearest = held.iter().filter(|p| holds(p) < sizes[2]).min_by(|a, b| error(a).total_cmp(&error(b))).unwrap();
         let mut seen = std::collections::HashSet::new();
         for item in 0..64 + copies as u32 {
             let id = tokenizer.semantic_ids.id_of(item).to_vec();
@@ -470,8 +495,8 @@ mod tests {
         }
         let prefixes: Vec<Vec<Code>> =
             (64..64 + copies as u32).map(|i| tokenizer.semantic_ids.id_of(i)[..2].to_vec()).collect();
-        assert_eq!(&prefixes[0], nearest, "the first copy takes the nearest prefix with room");
-        assert!(prefixes.iter().all(|p| candidates.contains(p)));
+        assert_eq!(&prefixes[0], nearest, "the first copy takes the nearest held prefix with room");
+        assert!(prefixes.iter().all(|p| candidates.contains(p) || held.contains(p)));
         assert!(prefixes.iter().any(|p| p != nearest), "a full prefix sends copies to the next nearest");
         assert_eq!(tokenizer.item_ids.len(), tokenizer.embeddings.len());
         let again = tokenizer.add_items(&ids[..1], row).unwrap_err();
