@@ -9,7 +9,7 @@ use crate::api::{EventKind, StoredEvent, UserEvent};
 
 /// The model's feedback for an API event; the server validated `value` for the kinds that need
 /// it. `None` for an undo, which takes feedback back rather than adding any.
-pub fn feedback(kind: EventKind, value: Option<f32>) -> Option<Feedback> {
+fn feedback(kind: EventKind, value: Option<f32>) -> Option<Feedback> {
     Some(match kind {
         EventKind::Impression => Feedback::Impression,
         EventKind::Click => Feedback::Click,
@@ -104,7 +104,15 @@ impl Dataset {
             warnings
                 .push(format!("{} served event(s) name items outside the catalogue; left out", merge.unknown_items));
         }
-        let dataset = Dataset { items: self.items.clone(), users, events, user_start, warnings, ..self.clone() };
+        let dataset = Dataset {
+            name: self.name.clone(),
+            items: self.items.clone(),
+            users,
+            events,
+            user_start,
+            warnings,
+            split_rule: self.split_rule,
+        };
         (dataset, merge)
     }
 }

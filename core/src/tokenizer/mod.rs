@@ -317,8 +317,8 @@ impl Tokenizer {
                     .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)))
                     .map(|(_, prefix)| prefix.clone())
             });
-            let candidates = self.codebooks.encode(row, ADDED_ITEM_CANDIDATES);
-            let chosen = held.iter().chain(&candidates).find_map(|prefix| {
+            let nearest = std::iter::once_with(|| self.codebooks.encode(row, ADDED_ITEM_CANDIDATES)).flatten();
+            let chosen = held.into_iter().chain(nearest).find_map(|prefix| {
                 let used = taken.entry(prefix.clone()).or_default();
                 let last = match disambiguation {
                     Some(size) => (0..size as Code).find(|c| !used.contains(c))?,
@@ -326,7 +326,7 @@ impl Tokenizer {
                     None => return None,
                 };
                 used.push(last);
-                Some(if disambiguation.is_some() { [prefix.clone(), vec![last]].concat() } else { prefix.clone() })
+                Some(if disambiguation.is_some() { [prefix, vec![last]].concat() } else { prefix })
             });
             let chosen = chosen.ok_or_else(|| {
                 Error::Config(format!(

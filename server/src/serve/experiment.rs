@@ -39,12 +39,6 @@ pub struct Arms {
     max: usize,
 }
 
-/// What a change of arms did.
-pub struct Changed {
-    /// The id of the snapshot the arm served before, if it existed.
-    pub previous: Option<String>,
-}
-
 impl Arms {
     /// `main` alone, serving `engine`; at most `max` arms in all.
     pub fn new(engine: Engine, max: usize) -> Arms {
@@ -112,15 +106,16 @@ impl Arms {
 
     /// Serves `engine` in arm `name`, with `share` of users when given; a share of 0 removes
     /// the arm, and its users go back to `main`. Validated again under the lock, since another
-    /// change may have come while the snapshot loaded.
-    pub fn set(&self, name: &str, share: Option<f64>, engine: Option<Engine>) -> Result<Changed, String> {
+    /// change may have come while the snapshot loaded. Returns the id of the snapshot the arm
+    /// served before, if it existed.
+    pub fn set(&self, name: &str, share: Option<f64>, engine: Option<Engine>) -> Result<Option<String>, String> {
         let mut arms = self.arms.write().expect("arms lock");
         self.validate(&arms, name, share)?;
         let at = arms.iter().position(|a| a.name == name);
         if share == Some(0.0) {
             let previous = at.map(|i| arms.remove(i).engine.id.clone());
             Self::rebalance(&mut arms);
-            return Ok(Changed { previous });
+            return Ok(previous);
         }
         let previous = match (at, engine) {
             (Some(i), engine) => {
@@ -139,7 +134,7 @@ impl Arms {
             (None, None) => None,
         };
         Self::rebalance(&mut arms);
-        Ok(Changed { previous })
+        Ok(previous)
     }
 
     fn rebalance(arms: &mut [Arm]) {

@@ -410,9 +410,9 @@ pub async fn reload(
     let arm = request.arm.unwrap_or_else(|| experiment::MAIN.into());
     state.arms.check(&arm, request.share).map_err(|e| AppError::invalid("bad_arm", e))?;
     if request.share == Some(0.0) {
-        let changed = state.arms.set(&arm, request.share, None).map_err(|e| AppError::invalid("bad_arm", e))?;
+        let previous = state.arms.set(&arm, request.share, None).map_err(|e| AppError::invalid("bad_arm", e))?;
         tracing::info!(%arm, "removed the arm");
-        return Ok(Json(Reloaded { model: None, previous: changed.previous, arm }));
+        return Ok(Json(Reloaded { model: None, previous, arm }));
     }
     let path = request.snapshot.unwrap_or_else(|| state.snapshot_path.clone());
     let loader = state.clone();
@@ -426,9 +426,9 @@ pub async fn reload(
     let model = engine.id.clone();
     // Counting opens first, so that no event of the arm's first feeds is missed.
     state.online.open(&arm);
-    let changed = state.arms.set(&arm, request.share, Some(engine)).map_err(|e| AppError::invalid("bad_arm", e))?;
-    tracing::info!(%model, previous = ?changed.previous, %arm, "reloaded the snapshot");
-    Ok(Json(Reloaded { model: Some(model), previous: changed.previous, arm }))
+    let previous = state.arms.set(&arm, request.share, Some(engine)).map_err(|e| AppError::invalid("bad_arm", e))?;
+    tracing::info!(%model, ?previous, %arm, "reloaded the snapshot");
+    Ok(Json(Reloaded { model: Some(model), previous, arm }))
 }
 
 /// Each arm's snapshot, share, online counts and rates, and its difference from `main` with a
