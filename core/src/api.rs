@@ -203,6 +203,12 @@ pub struct ItemInfo {
     pub tags: Vec<String>,
     pub semantic_id: Vec<u16>,
     pub embedding: Vec<i8>,
+    /// A retired item is never recommended again; it stays known to the histories that hold it.
+    #[serde(default)]
+    pub retired: bool,
+    /// When the item was added while serving (Unix seconds); none for the data set's items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_at: Option<i64>,
 }
 
 /// Every error answer: a stable machine-readable `error` code and a sentence for people.

@@ -91,6 +91,14 @@ impl Exclusion {
         Exclusion { leaves }
     }
 
+    /// The items either excludes.
+    pub fn union(&self, other: &Exclusion) -> Exclusion {
+        let mut leaves = [self.leaves.as_slice(), &other.leaves].concat();
+        leaves.sort_unstable();
+        leaves.dedup();
+        Exclusion { leaves }
+    }
+
     /// The excluded items' leaf positions, sorted.
     pub fn leaves(&self) -> &[u32] {
         &self.leaves

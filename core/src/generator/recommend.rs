@@ -2,9 +2,11 @@
 //! semantic codes with the ID head, constrained to the IDs that exist, then rank the items found
 //! by the product of the two experts.
 
+use std::collections::HashSet;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::data::{Event, User};
+use crate::data::{Event, ItemIdx, User};
 use crate::decode::{Decoding, Exclusion, Hypothesis, Search, beam_search_batch};
 use crate::generator::context::{UserContext, context_at};
 use crate::generator::model::{Batch, IdDecoder, ModelConfig, OneRec};
@@ -47,6 +49,17 @@ impl Recommender<'_> {
     ) -> DecodeRequest {
         let excluded = if exclude_history { self.exclusion(history) } else { Exclusion::default() };
         DecodeRequest { context: self.context(user, history, now), beam, excluded, decoding: Decoding::Constrained }
+    }
+
+    /// `request` searching only among `items` (e.g. those new to the catalogue), with `beam`:
+    /// every other item is excluded too, so the search spends its width on their paths alone.
+    /// Costs a pass over the catalogue's IDs.
+    pub fn among(&self, request: &DecodeRequest, items: &[ItemIdx], beam: usize) -> DecodeRequest {
+        let ids = &self.tokenizer.semantic_ids;
+        let keep: HashSet<ItemIdx> = items.iter().copied().collect();
+        let others = (0..ids.len() as ItemIdx).filter(|i| !keep.contains(i)).map(|i| ids.id_of(i));
+        let excluded = Exclusion::new(ids.trie(), others).union(&request.excluded);
+        DecodeRequest { beam, excluded, ..request.clone() }
     }
 
     /// The items of `history`, as the search leaves them out.
@@ -232,5 +245,31 @@ mod tests {
             }
         }
         assert!(together[3].is_empty());
+    }
+
+    /// A search among some items returns those of them the history does not hold, each with the
+    /// score the unrestricted search gives it.
+    #[test]
+    fn a_search_among_items_returns_only_them_with_their_full_search_scores() {
+        let _rng = crate::test_fixtures::device_rng();
+        let (dataset, tokenizer, config) = tiny_setup(24, 6, 30, 4);
+        let device = Device::flex();
+        device.seed(11);
+        let model = config.init(&device);
+        let recommender =
+            Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device, trend: None };
+        let (user, history) = (&dataset.users[1], &dataset.user_events(1)[..6]);
+        let everything = recommender.recommend(user, history, 0, 24, true);
+        let seen = history[0].item;
+        let among = [seen, (seen + 7) % 24, (seen + 13) % 24];
+        let request = recommender.request(user, history, 0, 24, true);
+        let got = recommender.recommend_batch(&[recommender.among(&request, &among, 8)]).pop().unwrap();
+        let want: Vec<&Hypothesis> = everything.iter().filter(|h| among.contains(&h.item.unwrap())).collect();
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        assert!(!got.iter().any(|h| h.item == Some(seen)), "the history stays excluded");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g.item, w.item);
+            assert!((g.score - w.score).abs() < 1e-4, "{} vs {}", g.score, w.score);
+        }
     }
 }

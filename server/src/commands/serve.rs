@@ -7,7 +7,7 @@ use clap::Args;
 use onerec_core::device::{self, DeviceChoice};
 
 use super::DataArgs;
-use crate::serve::{self, BatchConfig, Limits, Quotas, ServeConfig};
+use crate::serve::{self, BatchConfig, FreshSlots, Limits, Quotas, ServeConfig};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// Snapshots held at once: `main` and the A/B arms added by `POST /admin/reload`.
     #[arg(long, default_value_t = 4)]
     pub max_models: usize,
+    /// The share of each slate kept for fresh items, those added by `POST /admin/items` in the
+    /// last `--fresh-days` (rounded to whole positions: 0.1 keeps 1 of 10); 0 keeps none.
+    #[arg(long, default_value_t = 0.1, value_parser = share)]
+    pub fresh_share: f64,
+    /// How many days an added item counts as fresh.
+    #[arg(long, default_value_t = 7.0)]
+    pub fresh_days: f64,
     /// Per-request time limit in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
@@ -118,6 +125,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         max_models: args.max_models.max(1),
+        fresh: FreshSlots {
+            share: args.fresh_share,
+            max_age: Duration::try_from_secs_f64(args.fresh_days * 86_400.0)
+                .map_err(|_| anyhow::anyhow!("--fresh-days must be a number of days ≥ 0, not {}", args.fresh_days))?,
+        },
         batching: BatchConfig {
             window: Duration::from_millis(args.batch_window_ms),
             max_batch: args.max_batch.max(1),
@@ -125,4 +137,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve::run(config, dataset))
+}
+
+/// A share in [0, 1].
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("a share is a number in [0, 1], not {text:?}")),
+    }
 }

@@ -1,69 +1,108 @@
 //! What a snapshot gives the server: the model on its device and the catalogue it decodes into.
-//! An engine is immutable; a reload builds a new one and swaps it in, while requests that already
-//! hold the old one finish with it.
+//! An engine is immutable; a reload, or a change to the catalogue, builds a new one and swaps it
+//! in, while requests that already hold the old one finish with it. Each engine holds the
+//! catalogue it was built over, so that a request reads histories and names items with the very
+//! catalogue its model decodes into, even while items are being added.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::tensor::Device;
 use onerec_core::api::{FeedItem, ItemInfo, quantise_embedding};
-use onerec_core::data::{Dataset, Event, ItemIdx};
+use onerec_core::data::{Dataset, Event, Item, ItemIdx};
 use onerec_core::decode::Hypothesis;
-use onerec_core::generator::model::{ModelConfig, OneRec};
+use onerec_core::generator::model::OneRec;
 use onerec_core::generator::recommend::Recommender;
 use onerec_core::generator::snapshot::Snapshot;
 use onerec_core::generator::trend::TrendIndex;
-use onerec_core::tokenizer::Tokenizer;
+use serde::{Deserialize, Serialize};
 
 /// A loaded snapshot.
 pub struct Engine {
     /// Names the snapshot in feeds and logs: its file name and the CRC of its weights.
     pub id: String,
     pub model: OneRec,
-    pub config: ModelConfig,
-    pub tokenizer: Tokenizer,
+    /// The snapshot as loaded, with the items added while serving; the model is built from it,
+    /// and items added later are added to it.
+    pub snapshot: Snapshot,
+    /// The catalogue this engine decodes into.
+    pub catalogue: Arc<Catalogue>,
     pub device: Device,
     /// What was popular when, for a model with the trend input.
     pub trend: Option<TrendIndex>,
 }
 
 impl Engine {
-    /// Loads a snapshot for serving `dataset`'s catalogue; refuses one trained on another. The
-    /// "popular now" input counts the data set's events and those `served` since, as of this load.
-    pub fn load(path: &Path, dataset: &Dataset, served: &[Event], device: &Device) -> anyhow::Result<Engine> {
+    /// Loads a snapshot for serving `catalogue`; refuses one trained on another. The "popular
+    /// now" input counts the data set's events and those `served` since, as of this load.
+    pub fn load(path: &Path, catalogue: Arc<Catalogue>, served: &[Event], device: &Device) -> anyhow::Result<Engine> {
         let snapshot = Snapshot::load(path)?;
-        snapshot.check_dataset(dataset)?;
-        let model = snapshot.model(device)?;
         let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let id = format!("{name}:{:08x}", crc32fast::hash(&snapshot.weights));
-        let trend = TrendIndex::for_model(&snapshot.model, dataset.events.iter().chain(served));
-        Ok(Engine { id, model, config: snapshot.model, tokenizer: snapshot.tokenizer, device: device.clone(), trend })
+        Engine::build(id, snapshot, catalogue, served, device)
+    }
+
+    /// This engine's snapshot over a catalogue that has changed since.
+    pub fn over(&self, catalogue: Arc<Catalogue>, served: &[Event]) -> anyhow::Result<Engine> {
+        Engine::build(self.id.clone(), self.snapshot.clone(), catalogue, served, &self.device)
+    }
+
+    /// Brings `snapshot` up to `catalogue`: the items added while serving, which a snapshot
+    /// trained on the data set lacks, are added to it (see `onerec_core::generator::catalogue`),
+    /// and the items retired while serving are retired.
+    fn build(
+        id: String,
+        mut snapshot: Snapshot,
+        catalogue: Arc<Catalogue>,
+        served: &[Event],
+        device: &Device,
+    ) -> anyhow::Result<Engine> {
+        let items = &catalogue.dataset.items;
+        let have = snapshot.tokenizer.item_ids.len();
+        if have < items.len() && snapshot.tokenizer.item_ids.iter().zip(items).all(|(id, item)| *id == item.id) {
+            snapshot.add_items(&items[..have], &items[have..])?;
+        }
+        snapshot.check_dataset(&catalogue.dataset)?;
+        let retired = snapshot.tokenizer.semantic_ids.retired();
+        let retire: Vec<String> = catalogue
+            .retired
+            .iter()
+            .filter(|i| retired.binary_search(i).is_err())
+            .map(|&i| items[i as usize].id.clone())
+            .collect();
+        if !retire.is_empty() {
+            snapshot.retire_items(&retire)?;
+        }
+        let model = snapshot.model(device)?;
+        let trend = TrendIndex::for_model(&snapshot.model, catalogue.dataset.events.iter().chain(served));
+        Ok(Engine { id, model, snapshot, catalogue, device: device.clone(), trend })
     }
 
     pub fn recommender(&self) -> Recommender<'_> {
         Recommender {
             model: &self.model,
-            config: &self.config,
-            tokenizer: &self.tokenizer,
+            config: &self.snapshot.model,
+            tokenizer: &self.snapshot.tokenizer,
             device: &self.device,
             trend: self.trend.as_ref(),
         }
     }
 
     fn embedding(&self, item: ItemIdx) -> Vec<i8> {
-        let e = &self.tokenizer.embeddings;
+        let e = &self.snapshot.tokenizer.embeddings;
         quantise_embedding(&e.data[item as usize * e.dim..][..e.dim])
     }
 
     fn semantic_id(&self, item: ItemIdx) -> Vec<u16> {
-        self.tokenizer.semantic_ids.id_of(item).to_vec()
+        self.snapshot.tokenizer.semantic_ids.id_of(item).to_vec()
     }
 
     /// A decoded item as the API shows it; `None` for an ID that names no item, which the
     /// constrained search that serving runs never returns.
-    pub fn feed_item(&self, catalogue: &Catalogue, h: &Hypothesis) -> Option<FeedItem> {
+    pub fn feed_item(&self, h: &Hypothesis) -> Option<FeedItem> {
         let index = h.item?;
-        let item = &catalogue.dataset.items[index as usize];
+        let item = &self.catalogue.dataset.items[index as usize];
         Some(FeedItem {
             id: item.id.clone(),
             title: item.title.clone(),
@@ -74,30 +113,78 @@ impl Engine {
         })
     }
 
-    pub fn item_info(&self, catalogue: &Catalogue, item: ItemIdx) -> ItemInfo {
-        let i = &catalogue.dataset.items[item as usize];
+    pub fn item_info(&self, item: ItemIdx) -> ItemInfo {
+        let i = &self.catalogue.dataset.items[item as usize];
         ItemInfo {
             id: i.id.clone(),
             title: i.title.clone(),
             tags: i.tags.clone(),
             semantic_id: self.semantic_id(item),
             embedding: self.embedding(item),
+            retired: self.catalogue.is_retired(item),
+            added_at: self.catalogue.added_at(item),
         }
     }
 }
 
-/// The data set the server was started with, indexed by the external ids clients use.
+/// The data set the server was started with, with the items added and retired while serving,
+/// indexed by the external ids clients use.
+#[derive(Clone)]
 pub struct Catalogue {
     pub dataset: Dataset,
     items: HashMap<String, ItemIdx>,
     users: HashMap<String, u32>,
+    /// The items added while serving and when (Unix seconds), oldest first; they follow the data
+    /// set's items.
+    added: Vec<(ItemIdx, i64)>,
+    /// Items retired while serving, sorted.
+    pub retired: Vec<ItemIdx>,
+}
+
+/// A change to the catalogue while serving, as the data directory keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Add { item: Item, at: i64 },
+    Retire { id: String, at: i64 },
 }
 
 impl Catalogue {
     pub fn new(dataset: Dataset) -> Catalogue {
         let items = dataset.items.iter().enumerate().map(|(i, item)| (item.id.clone(), i as ItemIdx)).collect();
         let users = dataset.users.iter().enumerate().map(|(u, user)| (user.id.clone(), u as u32)).collect();
-        Catalogue { dataset, items, users }
+        Catalogue { dataset, items, users, added: Vec::new(), retired: Vec::new() }
+    }
+
+    /// This catalogue with `changes` made, in order, and a sentence for each change it passed
+    /// over: an item it already lists is not added again (the data set may list an item added
+    /// earlier while serving), and an id it does not list cannot be retired.
+    pub fn changed(self, changes: &[Change]) -> (Catalogue, Vec<String>) {
+        let mut next = self;
+        let mut passed = Vec::new();
+        for change in changes {
+            match change {
+                Change::Add { item, at } => {
+                    if next.items.contains_key(&item.id) {
+                        passed.push(format!("item {:?} is listed already; not added again", item.id));
+                        continue;
+                    }
+                    let index = next.dataset.items.len() as ItemIdx;
+                    next.items.insert(item.id.clone(), index);
+                    next.dataset.items.push(item.clone());
+                    next.added.push((index, *at));
+                }
+                Change::Retire { id, .. } => match next.items.get(id) {
+                    Some(&index) => {
+                        if let Err(at) = next.retired.binary_search(&index) {
+                            next.retired.insert(at, index);
+                        }
+                    }
+                    None => passed.push(format!("there is no item {id:?} to retire")),
+                },
+            }
+        }
+        (next, passed)
     }
 
     pub fn item(&self, id: &str) -> Option<ItemIdx> {
@@ -107,5 +194,21 @@ impl Catalogue {
     /// The data set's index of a user, if the data set has them.
     pub fn user(&self, id: &str) -> Option<u32> {
         self.users.get(id).copied()
+    }
+
+    pub fn is_retired(&self, item: ItemIdx) -> bool {
+        self.retired.binary_search(&item).is_ok()
+    }
+
+    /// When an item was added while serving.
+    pub fn added_at(&self, item: ItemIdx) -> Option<i64> {
+        let at = self.added.binary_search_by_key(&item, |&(i, _)| i).ok()?;
+        Some(self.added[at].1)
+    }
+
+    /// The items added while serving at `now - max_age` or later and not retired since.
+    pub fn fresh(&self, now: i64, max_age_secs: i64) -> Vec<ItemIdx> {
+        let since = now.saturating_sub(max_age_secs);
+        self.added.iter().filter(|&&(i, at)| at >= since && !self.is_retired(i)).map(|&(i, _)| i).collect()
     }
 }

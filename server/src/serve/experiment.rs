@@ -142,6 +142,23 @@ impl Arms {
         arms[0].share = (1.0 - others).max(0.0);
     }
 
+    /// Every arm's name and engine, `main` first.
+    pub fn engines(&self) -> Vec<(String, Arc<Engine>)> {
+        let arms = self.arms.read().expect("arms lock");
+        arms.iter().map(|a| (a.name.clone(), a.engine.clone())).collect()
+    }
+
+    /// Swaps in new engines for the named arms, at once, so that no feed sees some arms changed
+    /// and others not.
+    pub fn replace_engines(&self, engines: Vec<(String, Engine)>) {
+        let mut arms = self.arms.write().expect("arms lock");
+        for (name, engine) in engines {
+            if let Some(arm) = arms.iter_mut().find(|a| a.name == name) {
+                arm.engine = Arc::new(engine);
+            }
+        }
+    }
+
     /// `(arm, share, model id)` of every arm, `main` first.
     pub fn list(&self) -> Vec<(String, f64, String)> {
         let arms = self.arms.read().expect("arms lock");

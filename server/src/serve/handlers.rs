@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::{Caller, require_admin, unix_now};
-use super::engine::Engine;
+use super::engine::{Catalogue, Change, Engine};
 use super::error::{ApiJson, ApiQuery, AppError};
 use super::experiment;
 use super::histories::{HISTORY_PAGE, MAX_PAGE};
@@ -67,8 +67,11 @@ pub async fn feed(
             limits.max_beam
         )));
     }
+    // The engine first: the history is read with the catalogue its model decodes into.
+    let (arm, engine) = state.arms.assign(query.user.as_deref());
+    let catalogue = &engine.catalogue;
     let (user, history) = match &query.user {
-        Some(id) => state.histories.history(&state.catalogue, id).ok_or_else(|| {
+        Some(id) => state.histories.history(catalogue, id).ok_or_else(|| {
             AppError::not_found(
                 "unknown_user",
                 format!("no user {id:?}: omit `user` for a cold-start feed, or post events for them first"),
@@ -78,17 +81,40 @@ pub async fn feed(
     };
     // Beyond the concurrency bound, refuse at once rather than queue without limit.
     let _slot = state.decode_slots.clone().try_acquire_owned().map_err(|_| AppError::overloaded())?;
-    let (arm, engine) = state.arms.assign(query.user.as_deref());
-    let request = engine.recommender().request(&user, &history, unix_now(), beam, query.exclude_seen.unwrap_or(true));
+    let now = unix_now();
+    let recommender = engine.recommender();
+    let request = recommender.request(&user, &history, now, beam, query.exclude_seen.unwrap_or(true));
+    // The positions kept for fresh items go to those the model ranks highest among them; both
+    // searches queue together, so the workers decode them in one batch.
+    let fresh = catalogue.fresh(now, state.fresh.max_age.as_secs() as i64);
+    let slots = state.fresh.slots(k).min(fresh.len());
+    let fresh_request = (slots > 0).then(|| recommender.among(&request, &fresh, (4 * slots).max(16).min(beam)));
     let deadline = Instant::now() + limits.timeout;
-    let decoded = tokio::time::timeout(limits.timeout, state.batcher.decode(engine.clone(), request, deadline))
-        .await
-        .map_err(|_| timed_out("decoding"))?
-        .ok_or_else(|| AppError::internal("decoding failed"))?;
-    let mut items: Vec<FeedItem> =
-        decoded.iter().take(pool).filter_map(|h| engine.feed_item(&state.catalogue, h)).collect();
+    let decode = |request| state.batcher.decode(engine.clone(), request, deadline);
+    let (decoded, fresh_decoded) = tokio::time::timeout(limits.timeout, async {
+        match fresh_request {
+            Some(fresh_request) => tokio::join!(decode(request), decode(fresh_request)),
+            None => (decode(request).await, Some(Vec::new())),
+        }
+    })
+    .await
+    .map_err(|_| timed_out("decoding"))?;
+    let failed = || AppError::internal("decoding failed");
+    let (decoded, fresh_decoded) = (decoded.ok_or_else(failed)?, fresh_decoded.ok_or_else(failed)?);
+    let mut ranked: Vec<FeedItem> = decoded.iter().filter_map(|h| engine.feed_item(h)).collect();
+    let kept = k - slots;
+    let fresh_items: Vec<FeedItem> = fresh_decoded
+        .iter()
+        .filter_map(|h| engine.feed_item(h))
+        .filter(|f| !ranked.iter().take(kept).any(|r| r.id == f.id))
+        .take(slots)
+        .collect();
+    ranked.retain(|r| !fresh_items.iter().any(|f| f.id == r.id));
+    let mut items: Vec<FeedItem> = ranked.into_iter().take(pool - fresh_items.len()).collect();
+    let at = (k - fresh_items.len()).min(items.len());
+    items.splice(at..at, fresh_items);
     let pool = items.split_off(k.min(items.len()));
-    let token = query.user.as_deref().map(|u| state.auth.mint(u, unix_now()).token);
+    let token = query.user.as_deref().map(|u| state.auth.mint(u, now).token);
     let cold_start = history.is_empty();
     state.online.feed(&arm);
     let request_id = experiment::request_id(&arm);
@@ -129,12 +155,13 @@ pub async fn post_events(
         state.auth.charge_events(user, *n).inspect_err(|_| state.metrics.observe_rate_limited())?;
     }
     let now = unix_now();
+    let catalogue = state.catalogue();
     let events = batch
         .events
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            validate(&state, e, now)
+            validate(&catalogue, e, now)
                 .map_err(|detail| AppError::invalid("invalid_event", format!("event {i}: {detail}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -154,13 +181,13 @@ fn timed_out(what: &str) -> AppError {
 /// Longest id accepted for events and users.
 const MAX_ID_LEN: usize = 128;
 
-fn validate(state: &AppState, e: NewEvent, now: i64) -> Result<UserEvent, String> {
+fn validate(catalogue: &Catalogue, e: NewEvent, now: i64) -> Result<UserEvent, String> {
     for (name, id) in [("event_id", &e.event_id), ("user", &e.user), ("item", &e.item)] {
         if id.is_empty() || id.len() > MAX_ID_LEN {
             return Err(format!("{name} must be 1 to {MAX_ID_LEN} bytes long"));
         }
     }
-    if state.catalogue.item(&e.item).is_none() {
+    if catalogue.item(&e.item).is_none() {
         return Err(format!("unknown item {:?}", e.item));
     }
     let value = match (e.kind, e.value) {
@@ -215,7 +242,7 @@ pub async fn history(
     };
     let (events, next) = state
         .histories
-        .recent(&state.catalogue, &id, before, limit)
+        .recent(&state.catalogue(), &id, before, limit)
         .ok_or_else(|| AppError::not_found("unknown_user", format!("no user {id:?}")))?;
     Ok(Json(History { user: id, events, next_cursor: next.map(|n| n.to_string()) }))
 }
@@ -249,7 +276,8 @@ pub async fn users(
     caller.require_key()?;
     let limit = page_limit(query.limit, 20)?;
     let offset = query.offset.unwrap_or(0);
-    let known = &state.catalogue.dataset.users;
+    let catalogue = state.catalogue();
+    let known = &catalogue.dataset.users;
     let mut users: Vec<String> = known.iter().skip(offset).take(limit).map(|u| u.id.clone()).collect();
     let (new, new_total) = state.histories.new_users(offset.saturating_sub(known.len()), limit - users.len());
     users.extend(new);
@@ -284,9 +312,10 @@ pub async fn mint_token(
 #[utoipa::path(get, path = "/v1/items/{id}", params(("id" = String, Path)), responses(
     (status = 200, body = ItemInfo), (status = 404, body = onerec_core::api::ApiError)))]
 pub async fn item(State(state): Shared, Path(id): Path<String>) -> Result<Json<ItemInfo>, AppError> {
+    let engine = state.arms.main();
     let index =
-        state.catalogue.item(&id).ok_or_else(|| AppError::not_found("unknown_item", format!("no item {id:?}")))?;
-    Ok(Json(state.arms.main().item_info(&state.catalogue, index)))
+        engine.catalogue.item(&id).ok_or_else(|| AppError::not_found("unknown_item", format!("no item {id:?}")))?;
+    Ok(Json(engine.item_info(index)))
 }
 
 /// Liveness: the process answers.
@@ -415,10 +444,12 @@ pub async fn reload(
         return Ok(Json(Reloaded { model: None, previous, arm }));
     }
     let path = request.snapshot.unwrap_or_else(|| state.snapshot_path.clone());
+    let _changing = state.changing.lock().await;
     let loader = state.clone();
     let engine = tokio::task::spawn_blocking(move || {
-        let served = loader.histories.served(&loader.catalogue);
-        Engine::load(&path, &loader.catalogue.dataset, &served, &loader.device)
+        let catalogue = loader.catalogue();
+        let served = loader.histories.served(&catalogue);
+        Engine::load(&path, catalogue, &served, &loader.device)
     })
     .await
     .map_err(|e| AppError::internal(format!("the loader failed: {e}")))?
@@ -429,6 +460,162 @@ pub async fn reload(
     let previous = state.arms.set(&arm, request.share, Some(engine)).map_err(|e| AppError::invalid("bad_arm", e))?;
     tracing::info!(%model, ?previous, %arm, "reloaded the snapshot");
     Ok(Json(Reloaded { model: Some(model), previous, arm }))
+}
+
+/// Body of `POST /admin/items`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewItems {
+    items: Vec<NewItem>,
+}
+
+/// A catalogue row: what a content embedding is built from.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewItem {
+    id: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// What `POST /admin/items` added.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemsAdded {
+    /// Each item and the semantic ID `main` gave it.
+    added: Vec<AddedItem>,
+    /// The models that can now recommend them: every arm's.
+    models: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AddedItem {
+    id: String,
+    semantic_id: Vec<u16>,
+}
+
+/// Longest title, and most tags, of an added item.
+const MAX_TITLE_LEN: usize = 1000;
+const MAX_TAGS: usize = 64;
+
+/// Adds items to the catalogue of every model serving, without retraining: each gets an
+/// embedding from its title and tags, a semantic ID under the model's codebooks and an item
+/// embedding from its code neighbours (`onerec items add` does the same offline). They are kept
+/// in the data directory before the answer, and so survive a restart and are added again to any
+/// snapshot loaded later; for `--fresh-days` they take a share of slate positions (`--fresh-share`).
+#[utoipa::path(post, path = "/admin/items", request_body = NewItems, security(("bearer" = [])), responses(
+    (status = 200, body = ItemsAdded), (status = 400, body = onerec_core::api::ApiError),
+    (status = 401, body = onerec_core::api::ApiError), (status = 403, body = onerec_core::api::ApiError),
+    (status = 422, body = onerec_core::api::ApiError)))]
+pub async fn add_items(
+    State(state): Shared,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<NewItems>,
+) -> Result<Json<ItemsAdded>, AppError> {
+    require_admin(&state, &headers)?;
+    let max = state.limits.max_events;
+    if body.items.is_empty() || body.items.len() > max {
+        return Err(AppError::bad_request(format!("a request adds 1 to {max} items, not {}", body.items.len())));
+    }
+    let _changing = state.changing.lock().await;
+    let catalogue = state.catalogue();
+    let mut ids = std::collections::HashSet::new();
+    for (i, item) in body.items.iter().enumerate() {
+        let invalid = |detail: String| AppError::invalid("invalid_item", format!("item {i}: {detail}"));
+        if item.id.is_empty() || item.id.len() > MAX_ID_LEN {
+            return Err(invalid(format!("id must be 1 to {MAX_ID_LEN} bytes long")));
+        }
+        if catalogue.item(&item.id).is_some() || !ids.insert(item.id.as_str()) {
+            return Err(invalid(format!("item {:?} is in the catalogue already", item.id)));
+        }
+        if item.title.len() > MAX_TITLE_LEN || item.tags.len() > MAX_TAGS {
+            return Err(invalid(format!("at most {MAX_TITLE_LEN} bytes of title and {MAX_TAGS} tags")));
+        }
+        if item.tags.iter().any(|t| t.is_empty() || t.len() > MAX_ID_LEN) {
+            return Err(invalid(format!("a tag is 1 to {MAX_ID_LEN} bytes long")));
+        }
+    }
+    let at = unix_now();
+    let changes: Vec<Change> = body
+        .items
+        .into_iter()
+        .map(|i| Change::Add { item: onerec_core::data::Item { id: i.id, title: i.title, tags: i.tags }, at })
+        .collect();
+    let models = change_catalogue(&state, changes.clone()).await?;
+    let engine = state.arms.main();
+    let added = changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::Add { item, .. } => engine.catalogue.item(&item.id),
+            Change::Retire { .. } => None,
+        })
+        .map(|index| {
+            let info = engine.item_info(index);
+            AddedItem { id: info.id, semantic_id: info.semantic_id }
+        })
+        .collect();
+    Ok(Json(ItemsAdded { added, models }))
+}
+
+/// What `DELETE /admin/items/{id}` did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemRetired {
+    id: String,
+    /// False when it was retired already.
+    changed: bool,
+}
+
+/// Retires an item: no model serving recommends it again, nor any snapshot loaded later. It stays
+/// known to the histories and events that name it.
+#[utoipa::path(delete, path = "/admin/items/{id}", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = ItemRetired), (status = 401, body = onerec_core::api::ApiError),
+    (status = 403, body = onerec_core::api::ApiError), (status = 404, body = onerec_core::api::ApiError)))]
+pub async fn retire_item(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ItemRetired>, AppError> {
+    require_admin(&state, &headers)?;
+    let _changing = state.changing.lock().await;
+    let catalogue = state.catalogue();
+    let index = catalogue.item(&id).ok_or_else(|| AppError::not_found("unknown_item", format!("no item {id:?}")))?;
+    if catalogue.is_retired(index) {
+        return Ok(Json(ItemRetired { id, changed: false }));
+    }
+    change_catalogue(&state, vec![Change::Retire { id: id.clone(), at: unix_now() }]).await?;
+    Ok(Json(ItemRetired { id, changed: true }))
+}
+
+/// Makes `changes` to the catalogue of every arm: the engines are rebuilt first (nothing is kept
+/// if one fails), then the changes are made durable, then the new engines swapped in. The caller
+/// holds `state.changing`. Returns how many engines serve the new catalogue.
+async fn change_catalogue(state: &Arc<AppState>, changes: Vec<Change>) -> Result<usize, AppError> {
+    let builder = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let (catalogue, passed) = (*builder.catalogue()).clone().changed(&changes);
+        if let Some(reason) = passed.first() {
+            return Err(AppError::invalid("bad_change", reason.clone()));
+        }
+        let catalogue = Arc::new(catalogue);
+        let served = builder.histories.served(&catalogue);
+        let engines = builder
+            .arms
+            .engines()
+            .into_iter()
+            .map(|(arm, engine)| {
+                let rebuilt = engine
+                    .over(catalogue.clone(), &served)
+                    .map_err(|e| AppError::internal(format!("arm {arm}: {e:#}; nothing changed")))?;
+                Ok((arm, rebuilt))
+            })
+            .collect::<Result<Vec<_>, AppError>>()?;
+        builder.catalogue_log.append(&changes).map_err(|e| AppError::internal(format!("{e:#}; nothing changed")))?;
+        let models = engines.len();
+        builder.arms.replace_engines(engines);
+        tracing::info!(changes = changes.len(), models, "changed the catalogue");
+        Ok(models)
+    })
+    .await
+    .map_err(|e| AppError::internal(format!("the catalogue change failed: {e}")))?
 }
 
 /// Each arm's snapshot, share, online counts and rates, and its difference from `main` with a

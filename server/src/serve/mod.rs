@@ -5,6 +5,7 @@
 
 mod auth;
 mod batcher;
+mod catalogue_log;
 mod engine;
 mod error;
 mod experiment;
@@ -39,6 +40,7 @@ use auth::Auth;
 pub use auth::Quotas;
 pub use batcher::BatchConfig;
 use batcher::Batcher;
+use catalogue_log::CatalogueLog;
 use engine::{Catalogue, Engine};
 use error::AppError;
 use experiment::{Arms, MAIN, Online};
@@ -82,14 +84,44 @@ impl Default for Limits {
     }
 }
 
+/// Slate positions kept for items added while serving (controlled exposure). Generative retrieval
+/// alone hardly ever names them: the model has never seen anyone choose them, so their IDs and
+/// scores are far below those of items it knows (on MovieLens-100K, none of 169 added films made
+/// a top 10). The kept positions go to the fresh items the model ranks highest for the user.
+#[derive(Clone, Copy, Debug)]
+pub struct FreshSlots {
+    /// The share of a slate's positions, rounded to whole positions; 0 keeps none.
+    pub share: f64,
+    /// How long after it is added an item counts as fresh.
+    pub max_age: Duration,
+}
+
+impl Default for FreshSlots {
+    fn default() -> Self {
+        FreshSlots { share: 0.1, max_age: Duration::from_secs(7 * 86_400) }
+    }
+}
+
+impl FreshSlots {
+    /// Positions kept in a slate of `k`.
+    fn slots(&self, k: usize) -> usize {
+        ((k as f64 * self.share).round() as usize).min(k)
+    }
+}
+
 /// What the handlers share.
 pub struct AppState {
     /// The snapshots serving, `main` and any A/B arms.
     arms: Arms,
     /// What users did with each arm's feeds.
     online: Arc<Online>,
-    catalogue: Arc<Catalogue>,
     histories: Arc<Histories>,
+    /// Where the changes to the catalogue are kept.
+    catalogue_log: CatalogueLog,
+    /// Held while the engines are rebuilt for a reload or a change to the catalogue, so that
+    /// every arm decodes into the same catalogue.
+    changing: tokio::sync::Mutex<()>,
+    fresh: FreshSlots,
     store: EventStore,
     batcher: Batcher,
     decode_slots: Arc<Semaphore>,
@@ -105,6 +137,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The catalogue being served: `main`'s, which every arm shares.
+    fn catalogue(&self) -> Arc<Catalogue> {
+        self.arms.main().catalogue.clone()
+    }
+
     fn writer_alive(&self) -> bool {
         self.writer.lock().expect("writer lock").as_ref().is_some_and(|w| !w.is_finished())
     }
@@ -132,6 +169,7 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     /// Snapshots held at once: `main` and the A/B arms.
     pub max_models: usize,
+    pub fresh: FreshSlots,
 }
 
 #[derive(OpenApi)]
@@ -151,6 +189,8 @@ pub struct ServeConfig {
         handlers::readyz,
         handlers::metrics,
         handlers::reload,
+        handlers::add_items,
+        handlers::retire_item,
         handlers::export_events,
         handlers::experiments
     )
@@ -165,7 +205,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 impl AppState {
     /// Loads the snapshot, opens the event store and starts the decoding workers.
     pub fn open(config: &ServeConfig, dataset: Dataset) -> anyhow::Result<Arc<AppState>> {
-        let catalogue = Arc::new(Catalogue::new(dataset));
+        let (catalogue_log, changes) = CatalogueLog::open(&config.data_dir)?;
+        let (catalogue, passed) = Catalogue::new(dataset).changed(&changes);
+        for reason in passed {
+            tracing::warn!("catalogue change passed over: {reason}");
+        }
+        let catalogue = Arc::new(catalogue);
         let histories = Arc::new(Histories::default());
         let online = Arc::new(Online::default());
         online.open(MAIN);
@@ -182,14 +227,17 @@ impl AppState {
         let stored = store.all()?;
         histories.apply(&catalogue, &stored);
         online.record(&stored);
-        let engine = Engine::load(&config.snapshot, &catalogue.dataset, &histories.served(&catalogue), &config.device)?;
+        let served = histories.served(&catalogue);
+        let engine = Engine::load(&config.snapshot, catalogue, &served, &config.device)?;
         let secret = auth::load_secret(config.token_secret.as_deref(), &config.data_dir)?;
         let metrics = Arc::new(Metrics::default());
         Ok(Arc::new(AppState {
             arms: Arms::new(engine, config.max_models),
             online,
-            catalogue,
             histories,
+            catalogue_log,
+            changing: tokio::sync::Mutex::new(()),
+            fresh: config.fresh,
             store,
             batcher: Batcher::start(config.batching, metrics.clone()),
             decode_slots: Arc::new(Semaphore::new(config.limits.max_decodes)),
@@ -275,6 +323,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(api)
         .route("/admin/reload", post(handlers::reload))
+        .route("/admin/items", post(handlers::add_items))
+        .route("/admin/items/{id}", axum::routing::delete(handlers::retire_item))
         .route("/admin/events", get(handlers::export_events))
         .route("/admin/experiments", get(handlers::experiments))
         .route("/healthz", get(handlers::healthz))

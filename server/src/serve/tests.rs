@@ -71,6 +71,7 @@ fn config(dir: &Path) -> ServeConfig {
         max_connections: None,
         header_timeout: Duration::from_secs(10),
         max_models: 4,
+        fresh: FreshSlots::default(),
     }
 }
 
@@ -109,7 +110,7 @@ fn post(uri: &str, credential: Option<&str>, body: Value) -> Request<Body> {
 }
 
 fn item_ids(state: &AppState, n: usize) -> Vec<String> {
-    state.catalogue.dataset.items.iter().take(n).map(|i| i.id.clone()).collect()
+    state.catalogue().dataset.items.iter().take(n).map(|i| i.id.clone()).collect()
 }
 
 fn events(user: &str, items: &[String], prefix: &str) -> Value {
@@ -270,9 +271,9 @@ async fn history_and_users_come_a_page_at_a_time() {
     for user in ["zed", "amy"] {
         assert_eq!(call(&app, post("/v1/events", Some(KEY), events(user, &items[..1], user))).await.0, StatusCode::OK);
     }
-    let known = state.catalogue.dataset.users.len();
+    let known = state.catalogue().dataset.users.len();
     let (_, _, page) = call(&app, get(&format!("/v1/users?offset={}&limit=10", known - 1), Some(KEY))).await;
-    let last_known = state.catalogue.dataset.users[known - 1].id.clone();
+    let last_known = state.catalogue().dataset.users[known - 1].id.clone();
     assert_eq!(page["users"], json!([last_known, "erin", "zed", "amy"]));
     assert_eq!(page["total"], known + 3);
     assert!(page.get("next_offset").is_none());
@@ -428,8 +429,9 @@ async fn an_undo_takes_a_like_out_of_what_the_model_reads() {
     let event = |id: &str, item: &str, kind: &str| json!({"event_id": id, "user": "fay", "item": item, "kind": kind});
     let batch = json!({"events": [event("1", &items[0], "like"), event("2", &items[1], "like"), event("3", &items[0], "undo")]});
     assert_eq!(call(&app, post("/v1/events", Some(KEY), batch)).await.0, StatusCode::OK);
-    let (_, read) = state.histories.history(&state.catalogue, "fay").unwrap();
-    let liked: Vec<&str> = read.iter().map(|e| state.catalogue.dataset.items[e.item as usize].id.as_str()).collect();
+    let catalogue = state.catalogue();
+    let (_, read) = state.histories.history(&catalogue, "fay").unwrap();
+    let liked: Vec<&str> = read.iter().map(|e| catalogue.dataset.items[e.item as usize].id.as_str()).collect();
     assert_eq!(liked, [items[1].as_str()], "the undone like is gone, the other stays");
     let (_, _, history) = call(&app, get("/v1/users/fay/history", Some(KEY))).await;
     let kinds: Vec<&str> = history["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
@@ -458,10 +460,95 @@ async fn a_reload_counts_what_was_chosen_since_in_what_is_popular_now() {
     assert_eq!(call(&app, post("/v1/events", Some(KEY), json!({ "events": batch }))).await.0, StatusCode::OK);
     let popular_now = |state: &AppState| {
         let trend = state.arms.main().trend.as_ref().expect("the tiny preset reads the trend").at(at + 3 * 3600);
-        trend.iter().map(|&(item, _)| state.catalogue.dataset.items[item as usize].id.clone()).collect::<Vec<_>>()
+        trend.iter().map(|&(item, _)| state.catalogue().dataset.items[item as usize].id.clone()).collect::<Vec<_>>()
     };
     assert_ne!(popular_now(&state), [items[0].clone()], "the engine was loaded before the events");
     let (status, _, body) = call(&app, post("/admin/reload", Some(ADMIN), json!({}))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(popular_now(&state), [items[0].clone()], "chosen counts; shown, skipped or taken back does not");
+}
+
+/// Items added while serving are decodable at once, take the fresh slot, survive a reload and a
+/// restart, and once retired are never recommended again.
+#[tokio::test]
+async fn items_added_while_serving_are_recommended_kept_and_retired() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let state = open(&config);
+    let app = router(state.clone());
+    let old = state.catalogue().dataset.items.len();
+    let twin = |i: usize| {
+        let item = &state.catalogue().dataset.items[i];
+        json!({"id": format!("fresh-{i}"), "title": item.title, "tags": item.tags})
+    };
+    let rows = json!({"items": [twin(0), twin(1), twin(2)]});
+    assert_eq!(call(&app, post("/admin/items", Some(KEY), rows.clone())).await.0, StatusCode::FORBIDDEN);
+    for (body, status) in [
+        (json!({"items": []}), StatusCode::BAD_REQUEST),
+        (json!({"items": [{"id": state.catalogue().dataset.items[0].id}]}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"items": [{"id": "x"}, {"id": "x"}]}), StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let (got, _, answer) = call(&app, post("/admin/items", Some(ADMIN), body)).await;
+        assert_eq!(got, status, "{answer}");
+    }
+    let (status, _, added) = call(&app, post("/admin/items", Some(ADMIN), rows)).await;
+    assert_eq!(status, StatusCode::OK, "{added}");
+    assert_eq!(added["added"].as_array().unwrap().len(), 3);
+    let (status, _, info) = call(&app, get("/v1/items/fresh-1", Some(KEY))).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!((info["retired"].as_bool(), info["added_at"].is_i64()), (Some(false), true), "{info}");
+    assert_eq!(info["semantic_id"], added["added"][1]["semantic_id"]);
+    // One of ten positions is kept for fresh items, the last; the rest is what the model ranks.
+    let users: Vec<String> = state.catalogue().dataset.users.iter().take(5).map(|u| u.id.clone()).collect();
+    for user in &users {
+        let (status, _, feed) = call(&app, get(&format!("/v1/feed?user={user}&k=10&pool=20"), Some(KEY))).await;
+        assert_eq!(status, StatusCode::OK, "{feed}");
+        let ids: Vec<&str> = feed["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), 10);
+        assert!(ids[9].starts_with("fresh-"), "{ids:?}");
+    }
+    // Events may name them.
+    let batch = json!({"events": [{"event_id": "f", "user": users[0], "item": "fresh-0", "kind": "like"}]});
+    assert_eq!(call(&app, post("/v1/events", Some(KEY), batch)).await.0, StatusCode::OK);
+    // Retiring.
+    let delete = |id: &str, credential: &str| {
+        Request::delete(format!("/admin/items/{id}"))
+            .header(header::AUTHORIZATION, format!("Bearer {credential}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(call(&app, delete("fresh-1", KEY)).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, delete("nothing", ADMIN)).await.0, StatusCode::NOT_FOUND);
+    let (status, _, retired) = call(&app, delete("fresh-1", ADMIN)).await;
+    assert_eq!((status, retired["changed"].as_bool()), (StatusCode::OK, Some(true)), "{retired}");
+    assert_eq!(call(&app, delete("fresh-1", ADMIN)).await.2["changed"], false);
+    let uri = format!("/v1/feed?user={}&k=10&pool=200&beam=200&exclude_seen=false", users[1]);
+    let everything = |app: Router| {
+        let uri = uri.clone();
+        async move {
+            let (status, _, feed) = call(&app, get(&uri, Some(KEY))).await;
+            assert_eq!(status, StatusCode::OK, "{feed}");
+            let mut ids: Vec<String> = ["items", "pool"]
+                .iter()
+                .flat_map(|k| feed[k].as_array().unwrap().clone())
+                .map(|i| i["id"].as_str().unwrap().to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let ids = everything(app.clone()).await;
+    assert_eq!(ids.len(), old + 2, "every item but the retired one");
+    assert!(ids.contains(&"fresh-0".into()) && ids.contains(&"fresh-2".into()) && !ids.contains(&"fresh-1".into()));
+    assert_eq!(call(&app, get("/v1/items/fresh-1", Some(KEY))).await.2["retired"], true);
+    // A reload adds them to the snapshot from disk again, and a restart to the one it starts with.
+    let (status, _, body) = call(&app, post("/admin/reload", Some(ADMIN), json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(everything(app.clone()).await, ids);
+    let moved = tempfile::tempdir().unwrap();
+    let restarted = self::config(moved.path());
+    std::fs::create_dir_all(&restarted.data_dir).unwrap();
+    std::fs::copy(config.data_dir.join("catalogue.jsonl"), restarted.data_dir.join("catalogue.jsonl")).unwrap();
+    let again = router(open(&restarted));
+    assert_eq!(everything(again).await, ids);
 }
