@@ -84,11 +84,14 @@ pub async fn feed(
     let now = unix_now();
     let recommender = engine.recommender();
     let request = recommender.request(&user, &history, now, beam, query.exclude_seen.unwrap_or(true));
-    // The positions kept for fresh items go to those the model ranks highest among them; both
-    // searches queue together, so the workers decode them in one batch.
+    // The positions kept for fresh items go to those users chose most since they were added, and
+    // among equals (at first, all) to those the model ranks highest for this user. The second
+    // search covers every fresh item the user has not seen; both queue together, so the workers
+    // decode them in one batch.
     let fresh = catalogue.fresh(now, state.fresh.max_age.as_secs() as i64);
     let slots = state.fresh.slots(k).min(fresh.len());
-    let fresh_request = (slots > 0).then(|| recommender.among(&request, &fresh, (4 * slots).max(16).min(beam)));
+    let fresh_beam = fresh.len().min(limits.max_beam);
+    let fresh_request = (slots > 0).then(|| recommender.among(&request, &fresh, fresh_beam));
     let deadline = Instant::now() + limits.timeout;
     let decode = |request| state.batcher.decode(engine.clone(), request, deadline);
     let (decoded, fresh_decoded) = tokio::time::timeout(limits.timeout, async {
@@ -103,12 +106,14 @@ pub async fn feed(
     let (decoded, fresh_decoded) = (decoded.ok_or_else(failed)?, fresh_decoded.ok_or_else(failed)?);
     let mut ranked: Vec<FeedItem> = decoded.iter().filter_map(|h| engine.feed_item(h)).collect();
     let kept = k - slots;
-    let fresh_items: Vec<FeedItem> = fresh_decoded
+    let mut fresh_items: Vec<FeedItem> = fresh_decoded
         .iter()
         .filter_map(|h| engine.feed_item(h))
         .filter(|f| !ranked.iter().take(kept).any(|r| r.id == f.id))
-        .take(slots)
         .collect();
+    // What users chose among them first, then the model's order (the sort is stable).
+    fresh_items.sort_by_key(|f| std::cmp::Reverse(state.histories.chosen(&f.id)));
+    fresh_items.truncate(slots);
     ranked.retain(|r| !fresh_items.iter().any(|f| f.id == r.id));
     let mut items: Vec<FeedItem> = ranked.into_iter().take(pool - fresh_items.len()).collect();
     let at = (k - fresh_items.len()).min(items.len());

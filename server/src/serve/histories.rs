@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use onerec_core::api::{StoredEvent, UserEvent};
+use onerec_core::api::{EventKind, StoredEvent, UserEvent};
 use onerec_core::data::served;
 use onerec_core::data::{Event, User};
 
@@ -23,6 +23,9 @@ pub struct Histories {
 #[derive(Default)]
 struct Index {
     stored: HashMap<String, Vec<StoredEvent>>,
+    /// Positive events per item (a like, a high rating, a long watch), less the likes taken
+    /// back: what users chose among the items added while serving.
+    chosen: HashMap<String, u32>,
     /// Users the data set does not have, in the order their first event came: a stable order
     /// that pages without sorting.
     new_users: Vec<String>,
@@ -36,7 +39,7 @@ impl Histories {
     /// Records committed events (in write order).
     pub fn apply(&self, catalogue: &Catalogue, events: &[UserEvent]) {
         let mut index = self.index.write().expect("history lock");
-        let Index { stored, new_users } = &mut *index;
+        let Index { stored, chosen, new_users } = &mut *index;
         for e in events {
             let history = stored.entry(e.user.clone()).or_insert_with(|| {
                 if catalogue.user(&e.user).is_none() {
@@ -44,8 +47,29 @@ impl Histories {
                 }
                 Vec::new()
             });
-            history.push(e.event.clone());
+            let event = &e.event;
+            match served::feedback(event.kind, event.value) {
+                Some(feedback) if feedback.is_positive() => *chosen.entry(event.item.clone()).or_default() += 1,
+                Some(_) => {}
+                None => {
+                    let undone = history
+                        .iter()
+                        .rev()
+                        .find(|x| x.item == event.item && matches!(x.kind, EventKind::Like | EventKind::Skip));
+                    if undone.is_some_and(|x| x.kind == EventKind::Like)
+                        && let Some(n) = chosen.get_mut(&event.item)
+                    {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+            }
+            history.push(event.clone());
         }
+    }
+
+    /// How many positive events `item` has had while serving (see `Index::chosen`).
+    pub fn chosen(&self, item: &str) -> u32 {
+        self.index.read().expect("history lock").chosen.get(item).copied().unwrap_or(0)
     }
 
     /// The user and their whole history, oldest first, or `None` for a user nobody knows.

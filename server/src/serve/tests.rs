@@ -500,16 +500,25 @@ async fn items_added_while_serving_are_recommended_kept_and_retired() {
     assert_eq!(info["semantic_id"], added["added"][1]["semantic_id"]);
     // One of ten positions is kept for fresh items, the last; the rest is what the model ranks.
     let users: Vec<String> = state.catalogue().dataset.users.iter().take(5).map(|u| u.id.clone()).collect();
-    for user in &users {
-        let (status, _, feed) = call(&app, get(&format!("/v1/feed?user={user}&k=10&pool=20"), Some(KEY))).await;
+    let slate = |app: Router, user: String| async move {
+        let (status, _, feed) = call(&app, get(&format!("/v1/feed?user={user}&k=10"), Some(KEY))).await;
         assert_eq!(status, StatusCode::OK, "{feed}");
-        let ids: Vec<&str> = feed["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+        let ids: Vec<String> =
+            feed["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().into()).collect();
         assert_eq!(ids.len(), 10);
         assert!(ids[9].starts_with("fresh-"), "{ids:?}");
+        ids
+    };
+    for user in &users {
+        slate(app.clone(), user.clone()).await;
     }
-    // Events may name them.
-    let batch = json!({"events": [{"event_id": "f", "user": users[0], "item": "fresh-0", "kind": "like"}]});
+    // Events may name them, and what users chose among them takes the fresh slot of the others: a
+    // like of a fresh item that neither the model's top 9 nor the slot held puts it in the slot.
+    let before = slate(app.clone(), users[1].clone()).await;
+    let liked = ["fresh-0", "fresh-1", "fresh-2"].into_iter().find(|f| !before.iter().any(|i| i == f)).unwrap();
+    let batch = json!({"events": [{"event_id": "f", "user": users[0], "item": liked, "kind": "like"}]});
     assert_eq!(call(&app, post("/v1/events", Some(KEY), batch)).await.0, StatusCode::OK);
+    assert_eq!(slate(app.clone(), users[1].clone()).await[9], liked);
     // Retiring.
     let delete = |id: &str, credential: &str| {
         Request::delete(format!("/admin/items/{id}"))
