@@ -258,6 +258,15 @@ impl Online {
                 let _ = writeln!(out, "{name}{{arm=\"{arm}\"}} {}", value(c));
             }
         }
+        // The rates per impression, for dashboards that do not divide; none before an impression.
+        type Part = fn(&ArmCounts) -> u64;
+        let rates: [(&str, Part); 2] = [("onerec_online_ctr", |c| c.clicks), ("onerec_online_like_rate", |c| c.likes)];
+        for (name, part) in rates {
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for (arm, c) in counts.iter().filter(|(_, c)| c.impressions > 0) {
+                let _ = writeln!(out, "{name}{{arm=\"{arm}\"}} {}", part(c) as f64 / c.impressions as f64);
+            }
+        }
     }
 }
 
@@ -397,5 +406,7 @@ mod tests {
         let mut text = String::new();
         online.render(&mut text);
         assert!(text.contains("onerec_online_clicks_total{arm=\"b\"} 1"), "{text}");
+        assert!(text.contains("onerec_online_ctr{arm=\"b\"} 1\n"), "{text}");
+        assert!(text.contains("onerec_online_like_rate{arm=\"main\"} 0\n"), "{text}");
     }
 }
