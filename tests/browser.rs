@@ -189,6 +189,14 @@ impl Browser {
         v.as_u64().unwrap_or_else(|| panic!("#{id} has no count: {v}"))
     }
 
+    /// Waits until `n` reactions (likes, skips, undos) wait in the queue; impressions and dwell
+    /// come and go with what is on screen.
+    async fn wait_reactions_queued(&self, n: usize) {
+        let queued = "JSON.parse(localStorage.getItem('onerec.queue') || '[]')";
+        let reactions = format!("{queued}.filter(e => !['impression', 'watch_time'].includes(e.kind)).length");
+        self.wait_until(&format!("{reactions} === {n}"), &format!("{n} reactions queued")).await;
+    }
+
     /// Waits until the counter `#id` shows `n`.
     async fn wait_count(&self, id: &str, n: u64) {
         self.wait_until(&format!("document.getElementById('{id}').dataset.count === '{n}'"), &format!("#{id} = {n}"))
@@ -328,14 +336,21 @@ fn users(server: &str) -> Vec<String> {
     serde_json::from_value(body["users"].clone()).unwrap()
 }
 
-/// The events the server stored for `user`, oldest first, as (event id, item, kind).
-fn stored_events(server: &str, user: &str) -> Vec<(String, String, String)> {
-    let (status, body) = get(&client(), &format!("{server}/v1/users/{user}/history"));
+/// Every event the server stored for `user`, oldest first, as JSON.
+fn stored_events(server: &str, user: &str) -> Vec<Value> {
+    let (status, body) = get(&client(), &format!("{server}/v1/users/{user}/history?limit=1000"));
     assert_eq!(status, 200, "{body}");
-    let mut events: Vec<_> = body["events"]
-        .as_array()
-        .unwrap()
+    let mut events = body["events"].as_array().unwrap().clone();
+    events.reverse();
+    events
+}
+
+/// The reactions (likes, skips, undos) the server stored for `user`, oldest first, as (event id,
+/// item, kind): the events a person made, without the impressions and dwell the feed reports.
+fn stored_reactions(server: &str, user: &str) -> Vec<(String, String, String)> {
+    stored_events(server, user)
         .iter()
+        .filter(|e| !["impression", "watch_time"].contains(&e["kind"].as_str().unwrap()))
         .map(|e| {
             (
                 e["event_id"].as_str().unwrap().into(),
@@ -343,9 +358,7 @@ fn stored_events(server: &str, user: &str) -> Vec<(String, String, String)> {
                 e["kind"].as_str().unwrap().into(),
             )
         })
-        .collect();
-    events.reverse();
-    events
+        .collect()
 }
 
 /// The synthetic data's ground truth: every item's latent topic, the "kind" a person would see.
@@ -359,7 +372,15 @@ async fn feed_renders_from_the_server_and_likes_rerank_on_the_device() {
     let _serial = SERIAL.lock().await;
     let (_data_dir, server, user, browser) = open(free_port(), 0).await;
 
-    // The cards are the server's candidates for this user.
+    // The cards are the server's candidates for this user. Those on screen have been reported
+    // as impressions since, and the server no longer offers them.
+    let shown = browser.card_ids().await;
+    assert_eq!(shown.len(), 10, "one page of cards");
+    wait_for_event(&server.url, &user, "an impression", |e| e["kind"] == "impression").await;
+    browser.wait_count("queued", 0).await;
+    let impressed: Vec<String> =
+        stored_events(&server.url, &user).iter().map(|e| e["item"].as_str().unwrap().to_string()).collect();
+    assert!(!impressed.is_empty() && impressed.iter().all(|id| shown.contains(id)), "{impressed:?}");
     let (status, feed) = get(&client(), &format!("{}/v1/feed?user={user}&k=10&pool=200", server.url));
     assert_eq!(status, 200, "{feed}");
     let served: Vec<String> = feed["items"]
@@ -369,10 +390,13 @@ async fn feed_renders_from_the_server_and_likes_rerank_on_the_device() {
         .chain(feed["pool"].as_array().unwrap())
         .map(|i| i["id"].as_str().unwrap().into())
         .collect();
-    let shown = browser.card_ids().await;
-    assert_eq!(shown.len(), 10, "one page of cards");
     for id in &shown {
-        assert!(served.contains(id), "card {id} is not among the server's candidates");
+        assert!(
+            served.contains(id) != impressed.contains(id),
+            "card {id}: offered again {}, reported shown {}",
+            served.contains(id),
+            impressed.contains(id)
+        );
     }
     let title = browser.js("return document.querySelector('article.card h2').innerText;").await;
     assert!(!title.as_str().unwrap().is_empty(), "cards show titles");
@@ -427,7 +451,7 @@ async fn feed_renders_from_the_server_and_likes_rerank_on_the_device() {
 
     // The likes reached the server, once each.
     browser.wait_count("queued", 0).await;
-    let stored: Vec<String> = stored_events(&server.url, &user).into_iter().map(|e| e.1).collect();
+    let stored: Vec<String> = stored_reactions(&server.url, &user).into_iter().map(|e| e.1).collect();
     assert_eq!(stored, liked);
     browser.close().await;
 }
@@ -441,7 +465,7 @@ async fn offline_feed_queues_events_and_flushes_each_once() {
     let url = server.url.clone();
     // The service worker controls the page, so the shell is cached.
     browser.wait_until("navigator.serviceWorker.controller !== null", "the service worker").await;
-    assert!(stored_events(&url, &user).is_empty());
+    assert!(stored_reactions(&url, &user).is_empty());
 
     // Offline: the feed keeps working on the saved pool; events wait in the queue.
     browser.set_offline(true);
@@ -451,12 +475,12 @@ async fn offline_feed_queues_events_and_flushes_each_once() {
         let first = browser.card_ids().await[0].clone();
         browser.react(&first, button).await;
         expected.push((first, button.to_string()));
-        browser.wait_count("queued", n as u64 + 1).await;
+        browser.wait_reactions_queued(n + 1).await;
     }
     assert!(browser.card_ids().await.len() >= 5, "the feed still shows cards offline");
     browser.client.find(Locator::Id("load-more")).await.unwrap().click().await.unwrap();
     browser.wait_until("document.querySelectorAll('article.card').length >= 15", "load more offline").await;
-    assert!(stored_events(&url, &user).is_empty(), "nothing reached the server while offline");
+    assert!(stored_reactions(&url, &user).is_empty(), "nothing reached the server while offline");
     browser.screenshot("feed-offline.png").await;
 
     // The server goes away too, and the page is reloaded: the service worker serves the shell, the
@@ -466,16 +490,16 @@ async fn offline_feed_queues_events_and_flushes_each_once() {
     browser.client.refresh().await.unwrap();
     browser.wait_until("document.querySelectorAll('article.card').length >= 5", "cards from the saved pool").await;
     browser.wait_until("document.getElementById('status').dataset.source === 'cache'", "the saved pool").await;
-    browser.wait_count("queued", 3).await;
+    browser.wait_reactions_queued(3).await;
     let first = browser.card_ids().await[0].clone();
     browser.react(&first, "like").await;
     expected.push((first, "like".to_string()));
-    browser.wait_count("queued", 4).await;
+    browser.wait_reactions_queued(4).await;
 
     // Back: the queue drains by itself, in order, and each event is stored exactly once.
     let server = Server::start(port, data_dir.path());
     browser.wait_count("queued", 0).await;
-    let stored = stored_events(&server.url, &user);
+    let stored = stored_reactions(&server.url, &user);
     let got: Vec<(String, String)> = stored.iter().map(|e| (e.1.clone(), e.2.clone())).collect();
     assert_eq!(got, expected, "every queued event, in order, once");
     let mut ids: Vec<&String> = stored.iter().map(|e| &e.0).collect();
@@ -483,7 +507,7 @@ async fn offline_feed_queues_events_and_flushes_each_once() {
     ids.dedup();
     assert_eq!(ids.len(), expected.len(), "distinct client event ids");
     // Nothing is left to send twice.
-    assert_eq!(browser.js("return localStorage.getItem('onerec.queue');").await, json!("[]"));
+    browser.wait_reactions_queued(0).await;
 
     // A retry after a lost acknowledgement sends an event again with the same client id: put the
     // first event back in the queue and reconnect. The server keeps it once.
@@ -496,7 +520,7 @@ async fn offline_feed_queues_events_and_flushes_each_once() {
         ))
         .await;
     browser.wait_until("localStorage.getItem('onerec.queue') === '[]'", "the retried event to be flushed").await;
-    assert_eq!(stored_events(&server.url, &user), stored, "the retried event was not stored twice");
+    assert_eq!(stored_reactions(&server.url, &user), stored, "the retried event was not stored twice");
     browser.close().await;
 }
 
@@ -565,7 +589,7 @@ async fn a_user_token_link_opens_that_users_feed_and_no_other() {
     let liked = browser.card_ids().await[0].clone();
     browser.react(&liked, "like").await;
     browser.wait_count("queued", 0).await;
-    let stored: Vec<String> = stored_events(&server.url, &user).into_iter().map(|e| e.1).collect();
+    let stored: Vec<String> = stored_reactions(&server.url, &user).into_iter().map(|e| e.1).collect();
     assert_eq!(stored, [liked.as_str()]);
 
     // An event of another user, left in the queue by an operator's session, is not this token's
@@ -578,16 +602,16 @@ async fn a_user_token_link_opens_that_users_feed_and_no_other() {
     let only_foreign =
         "JSON.parse(localStorage.getItem('onerec.queue')).map(e => e.event_id).join() === 'browser-test-foreign'";
     browser.wait_until(only_foreign, "the user's own like to be sent, the other user's to wait").await;
-    let stored: Vec<String> = stored_events(&server.url, &user).into_iter().map(|e| e.1).collect();
+    let stored: Vec<String> = stored_reactions(&server.url, &user).into_iter().map(|e| e.1).collect();
     assert_eq!(stored, [liked, second]);
-    assert!(stored_events(&server.url, &other).is_empty(), "the token posted nothing for another user");
+    assert!(stored_reactions(&server.url, &other).is_empty(), "the token posted nothing for another user");
 
     // Asking for another user's feed in the address changes nothing: the token names its user.
     browser.client.goto(&format!("{}/?user={other}", server.url)).await.unwrap();
     browser.wait_until("document.getElementById('status').dataset.source === 'server'", "the feed").await;
     assert_eq!(browser.js("return document.getElementById('user').value;").await, json!(user));
     assert!(!browser.requested("/v1/feed", Some(&other)).await, "no request for another user's feed");
-    assert!(stored_events(&server.url, &other).is_empty());
+    assert!(stored_reactions(&server.url, &other).is_empty());
     assert_eq!(browser.js(&format!("return {only_foreign};")).await, json!(true), "the refused event still waits");
     browser.close().await;
 }
@@ -624,7 +648,7 @@ async fn the_activity_panel_lists_reactions_and_undo_brings_an_item_back() {
     // The server stored the undo after the like and the skip, and its model no longer excludes
     // the item from the user's feed.
     browser.wait_count("queued", 0).await;
-    let stored: Vec<(String, String)> = stored_events(&server.url, &user).into_iter().map(|e| (e.1, e.2)).collect();
+    let stored: Vec<(String, String)> = stored_reactions(&server.url, &user).into_iter().map(|e| (e.1, e.2)).collect();
     let expected = [(&liked, "like"), (&skipped, "skip"), (&liked, "undo")].map(|(i, k)| (i.clone(), k.to_string()));
     assert_eq!(stored, expected);
     let (status, feed) = get(&client(), &format!("{}/v1/feed?user={user}&k=10&pool=200", server.url));
@@ -683,7 +707,7 @@ async fn keyboard_shortcuts_like_skip_move_and_undo() {
         .wait_until(&format!("document.querySelector('article.card[data-id=\"{skipped}\"]')"), "the card back")
         .await;
     browser.wait_count("queued", 0).await;
-    let stored: Vec<(String, String)> = stored_events(&server.url, &user).into_iter().map(|e| (e.1, e.2)).collect();
+    let stored: Vec<(String, String)> = stored_reactions(&server.url, &user).into_iter().map(|e| (e.1, e.2)).collect();
     let expected = [(&liked, "like"), (&skipped, "skip"), (&skipped, "undo")].map(|(i, k)| (i.clone(), k.to_string()));
     assert_eq!(stored, expected);
 
@@ -725,7 +749,7 @@ async fn a_user_with_nothing_left_sees_the_empty_state() {
     assert!(text.as_str().unwrap().contains(&format!("seen all {n} candidates")), "{text}");
     browser.screenshot("empty.png").await;
     browser.wait_count("queued", 0).await;
-    let stored = stored_events(&server.url, &user);
+    let stored = stored_reactions(&server.url, &user);
     assert_eq!(stored.len(), n);
     assert!(stored.iter().all(|e| e.2 == "skip"));
 
@@ -748,6 +772,72 @@ async fn a_user_with_nothing_left_sees_the_empty_state() {
     browser
         .wait_until(&format!("document.querySelector('article.card[data-id=\"{latest}\"]')"), "the undone card")
         .await;
+    browser.close().await;
+}
+
+/// Waits until the server holds an event for `user` that `found` picks, and returns it.
+async fn wait_for_event(server: &str, user: &str, what: &str, found: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..100 {
+        if let Some(e) = stored_events(server, user).into_iter().find(&found) {
+            return e;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("no {what} reached the server; it holds {:?}", stored_events(server, user));
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs dist/ (trunk build --release) and chromium; .ci/run runs it"]
+async fn the_feed_reports_what_it_shows_and_for_how_long() {
+    let _serial = SERIAL.lock().await;
+    let (_data_dir, server, user, browser) = open(free_port(), 8).await;
+    // The cards wholly on screen are reported as impressions, once each, under the feed's request.
+    let on_screen = browser
+        .js("return [...document.querySelectorAll('article.card')]
+            .filter(c => { const r = c.getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; })
+            .map(c => c.dataset.id);")
+        .await;
+    let on_screen: Vec<String> = serde_json::from_value(on_screen).unwrap();
+    assert!(!on_screen.is_empty(), "some card is on screen");
+    let first = on_screen[0].clone();
+    wait_for_event(&server.url, &user, "impression of the first card", |e| {
+        e["kind"] == "impression" && e["item"] == json!(first)
+    })
+    .await;
+    browser.wait_count("queued", 0).await;
+    let impressions: Vec<Value> =
+        stored_events(&server.url, &user).into_iter().filter(|e| e["kind"] == "impression").collect();
+    let mut impressed: Vec<String> = impressions.iter().map(|e| e["item"].as_str().unwrap().to_string()).collect();
+    let cards = browser.card_ids().await;
+    assert!(impressed.iter().all(|id| cards.contains(id)), "{impressed:?} are cards");
+    assert!(on_screen.iter().all(|id| impressed.contains(id)), "{on_screen:?} on screen, {impressed:?} reported");
+    assert!(impressions.iter().all(|e| e["request_id"].as_str().is_some_and(|r| r.starts_with("main."))));
+    let reported = impressed.len();
+    impressed.sort();
+    impressed.dedup();
+    assert_eq!(impressed.len(), reported, "one impression per card");
+
+    // After more than a second on screen, the first card is liked and so leaves the feed, and the
+    // second is scrolled away, below two more pages: their dwell is reported.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    browser.react(&first, "like").await;
+    let second = on_screen[1].clone();
+    for _ in 0..2 {
+        browser.client.find(Locator::Id("load-more")).await.unwrap().click().await.unwrap();
+    }
+    browser.wait_until("document.querySelectorAll('article.card').length >= 25", "three pages").await;
+    browser.js("window.scrollTo(0, document.body.scrollHeight); return null;").await;
+    let scrolled = wait_for_event(&server.url, &user, "dwell of the second card", |e| {
+        e["kind"] == "watch_time" && e["item"] == json!(second)
+    })
+    .await;
+    assert!(scrolled["value"].as_f64().unwrap() >= 1.5, "{scrolled}");
+    let dwell = wait_for_event(&server.url, &user, "dwell of the liked card", |e| {
+        e["kind"] == "watch_time" && e["item"] == json!(first)
+    })
+    .await;
+    let seconds = dwell["value"].as_f64().unwrap();
+    assert!(seconds >= 1.5, "{dwell}");
     browser.close().await;
 }
 

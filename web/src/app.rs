@@ -2,6 +2,7 @@
 //! activity with undo, a user picker (or the one user a token link opened), a network indicator
 //! and the server's own words when it refuses.
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use leptos::either::Either;
@@ -12,6 +13,7 @@ use onerec_core::rescore::{LocalPreferences, Reason, RerankConfig, rerank};
 use wasm_bindgen::JsCast;
 
 use crate::auth::{self, Access};
+use crate::exposure;
 use crate::net::{self, Flushed, NetError};
 use crate::store::{self, Reaction};
 
@@ -143,7 +145,7 @@ impl Feed {
         self.reactions.update(|r| r.insert(0, Reaction { item: item.clone(), kind }));
         store::save_prefs(user.as_deref(), &self.prefs.get_untracked());
         store::save_reactions(user.as_deref(), &self.reactions.get_untracked());
-        self.send(user, &item.id, kind, now);
+        self.send(user, &item.id, kind, None, now);
     }
 
     /// Takes back the reaction to item `id`: the local state forgets it, the item returns to the
@@ -161,12 +163,12 @@ impl Feed {
             self.pool.update(|pool| pool.push(item.clone()));
             store::save_pool(user.as_deref(), &self.pool.get_untracked());
         }
-        self.send(user, &item.id, EventKind::Undo, now);
+        self.send(user, &item.id, EventKind::Undo, None, now);
     }
 
     /// Queues an event for the server and tries to send it. Anonymous taste stays on the device:
     /// the server stores events per user.
-    fn send(self, user: Option<String>, item: &str, kind: EventKind, now: f64) {
+    fn send(self, user: Option<String>, item: &str, kind: EventKind, value: Option<f32>, now: f64) {
         let Some(user) = user else { return };
         let mut queue = store::load_queue();
         queue.push(NewEvent {
@@ -174,7 +176,7 @@ impl Feed {
             user,
             item: item.to_string(),
             kind,
-            value: None,
+            value,
             timestamp: Some(now as i64),
             request_id: self.request_id.get_untracked(),
         });
@@ -248,6 +250,10 @@ pub fn App() -> impl IntoView {
         feed.refresh();
     });
     let _ = window_event_listener(leptos::ev::offline, move |_| feed.online.set(false));
+    exposure::start(Rc::new(move |item, kind, value| {
+        feed.send(feed.user.get_untracked(), item, kind, value, store::now_secs())
+    }));
+    let _ = window_event_listener(leptos::ev::pagehide, |_| exposure::page_hidden());
     set_interval(
         move || {
             if feed.queued.get_untracked() > 0 {
@@ -544,8 +550,17 @@ fn Card(
     let id = item.id.clone();
     let tags = item.tags.join(",");
     let (like, skip) = (item.clone(), item.clone());
+    // Watched for impressions and dwell while it is in the feed.
+    let card = NodeRef::<leptos::html::Article>::new();
+    Effect::new(move |_| {
+        if let Some(element) = card.get() {
+            exposure::observe(&element);
+        }
+    });
+    let leaving = item.id.clone();
+    on_cleanup(move || exposure::removed(&leaving));
     view! {
-        <article class="card" class:focused=move || focused.with(|f| f.as_ref() == Some(&id)) data-id=item.id.clone() data-tags=tags>
+        <article node_ref=card class="card" class:focused=move || focused.with(|f| f.as_ref() == Some(&id)) data-id=item.id.clone() data-tags=tags>
             <h2>{item.title.clone()}</h2>
             <p class="tags">{item.tags.iter().map(|t| view! { <span class="tag">{t.clone()}</span> }).collect_view()}</p>
             <p class="why">{hint}</p>
