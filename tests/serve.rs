@@ -521,7 +521,7 @@ fn added_items_reach_feeds_without_retraining_and_retired_ones_never_do() {
     std::fs::copy(old.join("old.user"), grown.join("grown.user")).unwrap();
     let item_file = read("synth.item");
     let (kept, added): (Vec<&str>, Vec<&str>) = item_file.lines().partition(keep);
-    std::fs::write(grown.join("grown.item"), [kept, added].concat().join("\n") + "\n").unwrap();
+    std::fs::write(grown.join("grown.item"), [kept, added.clone()].concat().join("\n") + "\n").unwrap();
 
     let tok = dir.path().join("old.tok");
     let snapshot = dir.path().join("old.snap");
@@ -595,6 +595,44 @@ fn added_items_reach_feeds_without_retraining_and_retired_ones_never_do() {
         let offered: Vec<String> = [ids(&feed["items"]), ids(&feed["pool"])].concat();
         assert!(offered.len() >= 10, "{feed}");
         assert!(!offered.contains(&newest) && !offered.contains(&popular), "{u} was offered a retired item");
+    }
+    drop(server);
+
+    // The same items posted to a server that runs the old snapshot: no retraining, no restart.
+    let live_dir = tempfile::tempdir().unwrap();
+    let ops = ["--admin-token", "ops", "--fresh-share", "0.1"];
+    let live = Server::start(&snapshot, &old, live_dir.path(), &ops);
+    let rows: Vec<Value> = added
+        .iter()
+        .map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            json!({"id": fields[0], "title": fields[1], "tags": fields[2].split_whitespace().collect::<Vec<_>>()})
+        })
+        .collect();
+    let admin = [("authorization", "Bearer ops")];
+    let body = json!({ "items": rows }).to_string();
+    let (status, answer) = post(&agent, &format!("{}/admin/items", live.url), &body, &admin);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["added"].as_array().unwrap().len(), 12);
+    let (status, item) = get(&agent, &format!("{}/v1/items/{}", live.url, new[0]));
+    assert_eq!((status, item["added_at"].is_i64()), (200, true), "{item}");
+    // Every slate keeps its last position of ten for a fresh item.
+    let live_slates = slates(&live);
+    assert!(live_slates.iter().all(|s| s.len() == 10 && new.contains(&s[9])), "{live_slates:?}");
+    // Retire one over HTTP, then kill the server: both acknowledged changes survive.
+    let gone = live_slates[0][9].clone();
+    let retire =
+        agent.delete(&format!("{}/admin/items/{gone}", live.url)).header("authorization", "Bearer ops").call().unwrap();
+    assert_eq!(retire.status(), 200);
+    drop(live); // SIGKILL
+    let live = Server::start(&snapshot, &old, live_dir.path(), &ops);
+    let (_, item) = get(&agent, &format!("{}/v1/items/{gone}", live.url));
+    assert_eq!(item["retired"], true, "{item}");
+    for u in &users {
+        let (_, feed) = get(&agent, &format!("{}/v1/feed?user={u}&k=10&pool=100", live.url));
+        let (slate, pool) = (ids(&feed["items"]), ids(&feed["pool"]));
+        assert!(new.contains(&slate[9]), "{u}'s fresh slot holds an added item after the restart: {slate:?}");
+        assert!(!slate.contains(&gone) && !pool.contains(&gone), "{u} was offered the retired item");
     }
 }
 
