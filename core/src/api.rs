@@ -17,6 +17,14 @@ pub struct FeedItem {
     /// The item's L2-normalised embedding, quantised to `round(x · 127)`: small on the wire and
     /// enough for on-device affinity and diversity.
     pub embedding: Vec<i8>,
+    /// In a position the server keeps for items added recently (`onerec serve --fresh-share`):
+    /// the device's re-ranking keeps it there rather than sink it by its low score.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fresh: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl FeedItem {
@@ -233,8 +241,15 @@ mod tests {
             score: 0.0,
             semantic_id: vec![],
             embedding: quantise_embedding(&v),
+            fresh: false,
         };
         assert_eq!(item.embedding, vec![76, -102, 0, 127, -127]);
+        // Only a kept position is marked on the wire, and a feed without the field reads.
+        let wire = serde_json::to_value(&item).unwrap();
+        assert!(wire.get("fresh").is_none(), "{wire}");
+        let fresh = FeedItem { fresh: true, ..item.clone() };
+        assert_eq!(serde_json::to_value(&fresh).unwrap()["fresh"], true);
+        assert_eq!(serde_json::from_value::<FeedItem>(wire).unwrap(), item);
         for (a, b) in item.embedding_f32().iter().zip(v) {
             assert!((a - b).abs() <= 0.5 / 127.0 + 1e-6);
         }

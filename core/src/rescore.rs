@@ -210,11 +210,15 @@ pub struct RerankConfig {
     /// How many leading positions are chosen by MMR; the rest follow by relevance alone. MMR costs
     /// O(slate × candidates × dim), so it is spent only where the user looks.
     pub slate: usize,
+    /// The last of every `fresh_every` positions goes to a candidate the server kept a position
+    /// for ([`FeedItem::fresh`]) while any is left, as the server placed it; 0 ranks them as any
+    /// other. Their scores are far below the rest, so relevance alone would sink them.
+    pub fresh_every: usize,
 }
 
 impl Default for RerankConfig {
     fn default() -> Self {
-        Self { affinity_weight: 0.5, diversity: 0.15, slate: 10 }
+        Self { affinity_weight: 0.5, diversity: 0.15, slate: 10, fresh_every: 10 }
     }
 }
 
@@ -227,6 +231,8 @@ pub enum Reason {
     LikedTag(String),
     /// Its embedding is close to items the user liked.
     SimilarToLiked,
+    /// New to the catalogue, in a position the server keeps for such items.
+    Fresh,
 }
 
 impl Reason {
@@ -241,6 +247,7 @@ impl Reason {
                 None => format!("Because you liked {tag}"),
             },
             Reason::SimilarToLiked => "Similar to what you liked".to_string(),
+            Reason::Fresh => "New here".to_string(),
         }
     }
 }
@@ -278,6 +285,7 @@ pub fn rerank(prefs: &LocalPreferences, now: f64, candidates: &[FeedItem], confi
             let (affinity, embedding_part, best_tag) = view.affinity(item);
             // A liked tag reads best; then closeness in embedding; else it is the model's pick.
             let reason = match best_tag {
+                _ if item.fresh && config.fresh_every > 0 => Reason::Fresh,
                 Some(t) if affinity > HINT_THRESHOLD => Reason::LikedTag(item.tags[t].clone()),
                 _ if embedding_part > HINT_THRESHOLD => Reason::SimilarToLiked,
                 _ => Reason::Model,
@@ -319,9 +327,26 @@ pub fn rerank(prefs: &LocalPreferences, now: f64, candidates: &[FeedItem], confi
     let mut rest: Vec<usize> = (0..n).filter(|&i| !placed[i]).collect();
     rest.sort_by(|&a, &b| ranked[b].relevance.total_cmp(&ranked[a].relevance).then(a.cmp(&b)));
     order.extend(rest);
+    let order = keep_fresh_positions(order, candidates, config.fresh_every);
 
     let mut slots: Vec<Option<Ranked>> = ranked.drain(..).map(Some).collect();
     order.into_iter().map(|i| slots[i].take().expect("each candidate is placed once")).collect()
+}
+
+/// `order` with the fresh candidates, in their order, moved to the last of every `every`
+/// positions while any is left (see [`RerankConfig::fresh_every`]).
+fn keep_fresh_positions(order: Vec<usize>, candidates: &[FeedItem], every: usize) -> Vec<usize> {
+    if every == 0 {
+        return order;
+    }
+    let (fresh, others): (Vec<usize>, Vec<usize>) = order.into_iter().partition(|&i| candidates[i].fresh);
+    let (mut fresh, mut others) = (fresh.into_iter(), others.into_iter());
+    (1..=candidates.len())
+        .map(|position| {
+            let next = if position % every == 0 { fresh.next().or_else(|| others.next()) } else { None };
+            next.or_else(|| others.next()).or_else(|| fresh.next()).expect("one candidate per position")
+        })
+        .collect()
 }
 
 /// Server scores mapped to [0, 1] by min-max over the finite ones; a non-finite score counts as
@@ -391,6 +416,7 @@ mod tests {
             score,
             semantic_id: vec![],
             embedding,
+            fresh: false,
         }
     }
 
@@ -531,7 +557,7 @@ mod tests {
             }
             let now = t + 1800.0;
             let candidates = random_candidates(&mut rng, 60, dim, &tag_pool);
-            let cfg = RerankConfig { affinity_weight: 0.6, diversity: 0.3, slate: 15 };
+            let cfg = RerankConfig { affinity_weight: 0.6, diversity: 0.3, slate: 15, ..RerankConfig::default() };
             let got = rerank(&prefs, now, &candidates, &cfg);
             let want = ref_rerank(&events, half_life, now, &candidates, &cfg);
             let got_order: Vec<usize> = got.iter().map(|r| r.index).collect();
@@ -557,6 +583,29 @@ mod tests {
         let order: Vec<usize> =
             rerank(&LocalPreferences::default(), 0.0, &candidates, &cfg).iter().map(|r| r.index).collect();
         assert_eq!(order, (0..30).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn fresh_candidates_keep_the_last_position_of_each_page() {
+        let mut rng = XorShift(9);
+        let mut candidates = random_candidates(&mut rng, 25, 8, &["a", "b"]);
+        candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+        // The server's two fresh items score lowest of all.
+        for (i, score) in [(23, -50.0), (24, -60.0)] {
+            candidates[i].fresh = true;
+            candidates[i].score = score;
+        }
+        let cfg = RerankConfig { diversity: 0.0, ..RerankConfig::default() };
+        let ranked = rerank(&LocalPreferences::default(), 0.0, &candidates, &cfg);
+        let order: Vec<usize> = ranked.iter().map(|r| r.index).collect();
+        let others: Vec<usize> = (0..23).collect();
+        assert_eq!(order, [&others[..9], &[23], &others[9..18], &[24], &others[18..]].concat());
+        assert_eq!((ranked[9].reason.clone(), ranked[19].reason.hint()), (Reason::Fresh, "New here".to_string()));
+        // Without kept positions they rank by relevance: last.
+        let cfg = RerankConfig { fresh_every: 0, ..cfg };
+        let order: Vec<usize> =
+            rerank(&LocalPreferences::default(), 0.0, &candidates, &cfg).iter().map(|r| r.index).collect();
+        assert_eq!(order, (0..25).collect::<Vec<_>>());
     }
 
     #[test]
@@ -598,7 +647,7 @@ mod tests {
         for i in 5..10 {
             candidates.push(item(i, 1.0 - i as f32 * 0.01, &["b"], b_dir.clone()));
         }
-        let plain = RerankConfig { diversity: 0.0, affinity_weight: 0.0, slate: 10 };
+        let plain = RerankConfig { diversity: 0.0, affinity_weight: 0.0, slate: 10, ..RerankConfig::default() };
         let diverse = RerankConfig { diversity: 0.5, ..plain };
         let prefs = LocalPreferences::default();
         let kinds = |cfg: &RerankConfig| -> String {

@@ -34,6 +34,7 @@ fn candidates() -> Vec<FeedItem> {
                 score: -10.0 * rng.unit(),
                 semantic_id: vec![],
                 embedding: quantise_embedding(&v.iter().map(|x| x / norm).collect::<Vec<_>>()),
+                fresh: false,
             }
         })
         .collect()

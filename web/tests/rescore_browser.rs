@@ -20,6 +20,7 @@ fn item_on(id: usize, score: f32, tag: &str, axis: usize, opposite: bool) -> Fee
         score,
         semantic_id: vec![],
         embedding: quantise_embedding(&v),
+        fresh: false,
     }
 }
 
@@ -71,7 +72,7 @@ fn affinity_matches_the_closed_form_in_the_browser() {
 fn diversity_and_json_state_work_in_the_browser() {
     let mut candidates: Vec<FeedItem> = (0..5).map(|i| item(i, 1.0 - i as f32 * 0.01, "a", 0)).collect();
     candidates.extend((5..10).map(|i| item(i, 1.0 - i as f32 * 0.01, "b", 1)));
-    let cfg = RerankConfig { diversity: 0.5, affinity_weight: 0.0, slate: 10 };
+    let cfg = RerankConfig { diversity: 0.5, affinity_weight: 0.0, slate: 10, ..RerankConfig::default() };
     let prefs = LocalPreferences::default();
     let kinds: String =
         rerank(&prefs, 0.0, &candidates, &cfg).iter().map(|r| candidates[r.index].tags[0].clone()).collect();

@@ -110,6 +110,7 @@ impl Engine {
             score: h.score,
             semantic_id: h.id.clone(),
             embedding: self.embedding(index),
+            fresh: false,
         })
     }
 

@@ -114,6 +114,7 @@ pub async fn feed(
     // What users chose among them first, then the model's order (the sort is stable).
     fresh_items.sort_by_key(|f| std::cmp::Reverse(state.histories.chosen(&f.id)));
     fresh_items.truncate(slots);
+    fresh_items.iter_mut().for_each(|f| f.fresh = true);
     ranked.retain(|r| !fresh_items.iter().any(|f| f.id == r.id));
     let mut items: Vec<FeedItem> = ranked.into_iter().take(pool - fresh_items.len()).collect();
     let at = (k - fresh_items.len()).min(items.len());

@@ -507,6 +507,8 @@ async fn items_added_while_serving_are_recommended_kept_and_retired() {
             feed["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().into()).collect();
         assert_eq!(ids.len(), 10);
         assert!(ids[9].starts_with("fresh-"), "{ids:?}");
+        let marked: Vec<bool> = feed["items"].as_array().unwrap().iter().map(|i| i["fresh"] == true).collect();
+        assert_eq!(marked, [vec![false; 9], vec![true]].concat(), "the kept position says so");
         ids
     };
     for user in &users {
