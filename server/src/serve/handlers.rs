@@ -104,27 +104,34 @@ pub async fn feed(
     .map_err(|_| timed_out("decoding"))?;
     let failed = || AppError::internal("decoding failed");
     let (decoded, fresh_decoded) = (decoded.ok_or_else(failed)?, fresh_decoded.ok_or_else(failed)?);
-    let mut ranked: Vec<FeedItem> = decoded.iter().filter_map(|h| engine.feed_item(h)).collect();
-    let kept = k - slots;
-    let mut fresh_items: Vec<FeedItem> = fresh_decoded
-        .iter()
-        .filter_map(|h| engine.feed_item(h))
-        .filter(|f| !ranked.iter().take(kept).any(|r| r.id == f.id))
-        .collect();
+    let ranked: Vec<FeedItem> = decoded.iter().filter_map(|h| engine.feed_item(h)).collect();
+    let mut fresh: Vec<FeedItem> = fresh_decoded.iter().filter_map(|h| engine.feed_item(h)).collect();
     // What users chose among them first, then the model's order (the sort is stable).
-    fresh_items.sort_by_key(|f| std::cmp::Reverse(state.histories.chosen(&f.id)));
-    fresh_items.truncate(slots);
-    fresh_items.iter_mut().for_each(|f| f.fresh = true);
-    ranked.retain(|r| !fresh_items.iter().any(|f| f.id == r.id));
-    let mut items: Vec<FeedItem> = ranked.into_iter().take(pool - fresh_items.len()).collect();
-    let at = (k - fresh_items.len()).min(items.len());
-    items.splice(at..at, fresh_items);
+    fresh.sort_by_key(|f| std::cmp::Reverse(state.histories.chosen(&f.id)));
+    let mut items = with_fresh_slots(ranked, fresh, k, pool, slots);
     let pool = items.split_off(k.min(items.len()));
     let token = query.user.as_deref().map(|u| state.auth.mint(u, now).token);
     let cold_start = history.is_empty();
     state.online.feed(&arm);
     let request_id = experiment::request_id(&arm);
     Ok(Json(Feed { user: query.user, items, pool, cold_start, model: engine.id.clone(), arm, request_id, token }))
+}
+
+/// The slate and its pool, `pool` items in all: the first `k - slots` of `ranked`, then up to
+/// `slots` of `fresh` (marked as such) that those do not hold, then the rest of `ranked`.
+fn with_fresh_slots(ranked: Vec<FeedItem>, fresh: Vec<FeedItem>, k: usize, pool: usize, slots: usize) -> Vec<FeedItem> {
+    let kept = k - slots;
+    let held = |item: &FeedItem, items: &[FeedItem]| items.iter().any(|i| i.id == item.id);
+    let fresh: Vec<FeedItem> = fresh
+        .into_iter()
+        .filter(|f| !held(f, &ranked[..kept.min(ranked.len())]))
+        .take(slots)
+        .map(|f| FeedItem { fresh: true, ..f })
+        .collect();
+    let mut items: Vec<FeedItem> = ranked.into_iter().filter(|r| !held(r, &fresh)).take(pool - fresh.len()).collect();
+    let at = (k - fresh.len()).min(items.len());
+    items.splice(at..at, fresh);
+    items
 }
 
 /// Stores a batch of events durably (fsynced before the answer); idempotent on `event_id`. Needs
