@@ -64,15 +64,13 @@ impl Engine {
             snapshot.add_items(&items[..have], &items[have..])?;
         }
         snapshot.check_dataset(&catalogue.dataset)?;
-        let retired = snapshot.tokenizer.semantic_ids.retired();
-        let retire: Vec<String> = catalogue
-            .retired
-            .iter()
-            .filter(|i| retired.binary_search(i).is_err())
-            .map(|&i| items[i as usize].id.clone())
-            .collect();
+        // By index: the catalogue and the snapshot now list the same items. Only what the
+        // snapshot has not retired yet, as each retirement rebuilds the trie.
+        let ids = &snapshot.tokenizer.semantic_ids;
+        let retire: Vec<ItemIdx> =
+            catalogue.retired.iter().copied().filter(|i| ids.retired().binary_search(i).is_err()).collect();
         if !retire.is_empty() {
-            snapshot.retire_items(&retire)?;
+            snapshot.tokenizer.semantic_ids = ids.retire(&retire)?;
         }
         let model = snapshot.model(device)?;
         let trend = TrendIndex::for_model(&snapshot.model, catalogue.dataset.events.iter().chain(served));

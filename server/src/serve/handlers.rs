@@ -107,7 +107,7 @@ pub async fn feed(
     let ranked: Vec<FeedItem> = decoded.iter().filter_map(|h| engine.feed_item(h)).collect();
     let mut fresh: Vec<FeedItem> = fresh_decoded.iter().filter_map(|h| engine.feed_item(h)).collect();
     // What users chose among them first, then the model's order (the sort is stable).
-    fresh.sort_by_key(|f| std::cmp::Reverse(state.histories.chosen(&f.id)));
+    fresh.sort_by_cached_key(|f| std::cmp::Reverse(state.histories.chosen(&f.id)));
     let mut items = with_fresh_slots(ranked, fresh, k, pool, slots);
     let pool = items.split_off(k.min(items.len()));
     let token = query.user.as_deref().map(|u| state.auth.mint(u, now).token);
@@ -547,20 +547,18 @@ pub async fn add_items(
             return Err(invalid(format!("a tag is 1 to {MAX_ID_LEN} bytes long")));
         }
     }
+    let ids: Vec<String> = body.items.iter().map(|i| i.id.clone()).collect();
     let at = unix_now();
     let changes: Vec<Change> = body
         .items
         .into_iter()
         .map(|i| Change::Add { item: onerec_core::data::Item { id: i.id, title: i.title, tags: i.tags }, at })
         .collect();
-    let models = change_catalogue(&state, changes.clone()).await?;
+    let models = change_catalogue(&state, changes).await?;
     let engine = state.arms.main();
-    let added = changes
-        .iter()
-        .filter_map(|change| match change {
-            Change::Add { item, .. } => engine.catalogue.item(&item.id),
-            Change::Retire { .. } => None,
-        })
+    let added = ids
+        .into_iter()
+        .filter_map(|id| engine.catalogue.item(&id))
         .map(|index| {
             let info = engine.item_info(index);
             AddedItem { id: info.id, semantic_id: info.semantic_id }

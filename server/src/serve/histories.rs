@@ -23,8 +23,8 @@ pub struct Histories {
 #[derive(Default)]
 struct Index {
     stored: HashMap<String, Vec<StoredEvent>>,
-    /// Positive events per item (a like, a high rating, a long watch), less the likes taken
-    /// back: what users chose among the items added while serving.
+    /// Positive events per item while serving (a like, a high rating, a long watch), less the
+    /// likes taken back: what the fresh slots rank items added while serving by.
     chosen: HashMap<String, u32>,
     /// Users the data set does not have, in the order their first event came: a stable order
     /// that pages without sorting.
