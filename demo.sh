@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The demo, end to end: MovieLens-100K → semantic IDs → the small model → its evaluation → the
-# browser feed, served at the printed URL. `bash demo.sh --quick` trains 10 epochs instead of 30.
+# browser feed, served at the printed URL. `bash demo.sh --quick` trains 10 epochs instead of 20.
 #
 # The web tools and the feed's WebAssembly build (web/tools.sh, then `trunk build --release`) run in
-# the background while the server is compiled and the model trains: on 2 cores the two paths
-# together take about as long as the longer one alone, because neither keeps both cores busy
-# throughout. Steps already done (a built tool, fetched data, a trained snapshot) are skipped.
+# the background while the server is compiled and the model trains. On 2 cores that saves little,
+# as each of them keeps both cores busy; with more cores it saves their whole length (about 5
+# minutes). Steps already done (a built tool, fetched data, a trained snapshot) are skipped.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-epochs=30
+epochs=20
 addr=127.0.0.1:8080
 while [ $# -gt 0 ]; do
   case "$1" in
