@@ -243,13 +243,18 @@ impl Reason {
             Reason::Model => "Recommended for you".to_string(),
             Reason::LikedTag(tag) => match tag.split_once('=') {
                 Some((column, value)) if column.contains("year") => format!("From {value}, like others you liked"),
-                Some((_, value)) => format!("Because you liked {}", value.replace('_', " ")),
-                None => format!("Because you liked {tag}"),
+                _ => format!("Because you liked {}", tag_label(tag)),
             },
             Reason::SimilarToLiked => "Similar to what you liked".to_string(),
             Reason::Fresh => "New here".to_string(),
         }
     }
+}
+
+/// How a tag reads to people, on a card or in a hint: a `column=value` tag (as RecBole's token
+/// columns give) shows its value only, with spaces for underscores ("genre=Film_Noir" → "Film Noir").
+pub fn tag_label(tag: &str) -> String {
+    tag.split_once('=').map_or(tag, |(_, value)| value).replace('_', " ")
 }
 
 /// One placed candidate.
@@ -737,6 +742,14 @@ mod tests {
         let probe = item(2, 0.0, &["t"], vec![0, 0, 127]);
         // Embedding: v = e, |v| = 1 → 1/2. Tags: w = 2 → 2/3. Mean: 7/12.
         assert!((prefs.affinity(&probe, 0.0) - 7.0 / 12.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn tag_labels_show_the_value_of_a_column_tag() {
+        assert_eq!(tag_label("release_year=1996"), "1996");
+        assert_eq!(tag_label("genre=Film_Noir"), "Film Noir");
+        assert_eq!(tag_label("Sci-Fi"), "Sci-Fi");
+        assert_eq!(tag_label("a=b=c"), "b=c");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use leptos::either::Either;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use onerec_core::api::{EventKind, FeedItem, NewEvent};
-use onerec_core::rescore::{LocalPreferences, Reason, RerankConfig, rerank};
+use onerec_core::rescore::{LocalPreferences, Reason, RerankConfig, rerank, tag_label};
 use wasm_bindgen::JsCast;
 
 use crate::auth::{self, Access};
@@ -562,7 +562,7 @@ fn Card(
     view! {
         <article node_ref=card class="card" class:focused=move || focused.with(|f| f.as_ref() == Some(&id)) data-id=item.id.clone() data-tags=tags>
             <h2>{item.title.clone()}</h2>
-            <p class="tags">{item.tags.iter().map(|t| view! { <span class="tag">{t.clone()}</span> }).collect_view()}</p>
+            <p class="tags">{item.tags.iter().map(|t| view! { <span class="tag">{tag_label(t)}</span> }).collect_view()}</p>
             <p class="why">{hint}</p>
             <div class="actions">
                 <button class="like" on:click=move |_| feed.react(&like, EventKind::Like)>"♥ Like"</button>
