@@ -290,6 +290,9 @@ pub async fn run(mut config: ServeConfig, dataset: Dataset) -> anyhow::Result<()
         let app = metrics_router(state.clone());
         tokio::spawn(async move { axum::serve(metrics_listener, app).await });
     }
+    if !config.web_dir.join("index.html").is_file() {
+        tracing::warn!("{}", static_files::not_built(&config.web_dir).detail);
+    }
     // The line scripts and tests wait for; it names the real port when `--addr` asked for port 0.
     println!("onerec serving on http://{addr}/");
     if made_key {

@@ -131,6 +131,7 @@ async fn errors_the_router_makes_are_json_too() {
     for (request, status, code) in [
         (get("/v1/events", Some(KEY)), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         (get("/no/such/file.js", None), StatusCode::NOT_FOUND, "not_found"),
+        (get("/", None), StatusCode::NOT_FOUND, "web_app_not_built"),
         (get("/v1/nothing", Some(KEY)), StatusCode::NOT_FOUND, "unknown_route"),
         (post("/healthz", None, json!({})), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
     ] {
