@@ -156,6 +156,19 @@ impl Browser {
         self.cdp("Network.emulateNetworkConditions", params);
     }
 
+    /// Hides the page (or shows it again), as switching to another tab does: headless Chromium
+    /// has no other tab to switch to, so the document's visibility is overridden and the event sent.
+    async fn set_page_hidden(&self, hidden: bool) {
+        let state = if hidden { "hidden" } else { "visible" };
+        self.js(&format!(
+            "Object.defineProperty(document, 'hidden', {{ value: {hidden}, configurable: true }});
+             Object.defineProperty(document, 'visibilityState', {{ value: '{state}', configurable: true }});
+             document.dispatchEvent(new Event('visibilitychange', {{ bubbles: true }}));
+             return null;"
+        ))
+        .await;
+    }
+
     async fn js(&self, script: &str) -> Value {
         self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script {script:?}: {e}"))
     }
@@ -792,12 +805,7 @@ async fn the_feed_reports_what_it_shows_and_for_how_long() {
     let _serial = SERIAL.lock().await;
     let (_data_dir, server, user, browser) = open(free_port(), 8).await;
     // The cards wholly on screen are reported as impressions, once each, under the feed's request.
-    let on_screen = browser
-        .js("return [...document.querySelectorAll('article.card')]
-            .filter(c => { const r = c.getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; })
-            .map(c => c.dataset.id);")
-        .await;
-    let on_screen: Vec<String> = serde_json::from_value(on_screen).unwrap();
+    let on_screen = cards_on_screen(&browser).await;
     assert!(!on_screen.is_empty(), "some card is on screen");
     let first = on_screen[0].clone();
     wait_for_event(&server.url, &user, "impression of the first card", |e| {
@@ -838,7 +846,47 @@ async fn the_feed_reports_what_it_shows_and_for_how_long() {
     .await;
     let seconds = dwell["value"].as_f64().unwrap();
     assert!(seconds >= 1.5, "{dwell}");
+
+    // The tab is hidden: the stays on screen end. Shown again, a card starts a new stay, so the
+    // two seconds behind another tab are not dwell.
+    let last = cards_on_screen(&browser).await.pop().expect("a card on screen at the bottom");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let stays = |found: Vec<Value>| -> Vec<f64> {
+        found
+            .iter()
+            .filter(|e| e["kind"] == "watch_time" && e["item"] == json!(last))
+            .map(|e| e["value"].as_f64().unwrap())
+            .collect()
+    };
+    browser.set_page_hidden(true).await;
+    wait_for_event(&server.url, &user, "dwell of a card on screen when the tab was hidden", |e| {
+        e["kind"] == "watch_time" && e["item"] == json!(last)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    browser.set_page_hidden(false).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    browser.set_page_hidden(true).await;
+    for _ in 0..100 {
+        if stays(stored_events(&server.url, &user)).len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let stays = stays(stored_events(&server.url, &user));
+    assert_eq!(stays.len(), 2, "one stay before the tab was hidden, one after it was shown: {stays:?}");
+    assert!(stays[0] >= 1.2 && (1.0..2.5).contains(&stays[1]), "the hidden time is not counted: {stays:?}");
     browser.close().await;
+}
+
+/// The ids of the cards wholly on screen.
+async fn cards_on_screen(browser: &Browser) -> Vec<String> {
+    let ids = browser
+        .js("return [...document.querySelectorAll('article.card')]
+            .filter(c => { const r = c.getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; })
+            .map(c => c.dataset.id);")
+        .await;
+    serde_json::from_value(ids).unwrap()
 }
 
 /// Not a test but the re-scorer's benchmark as shipped: release WebAssembly in headless Chromium,

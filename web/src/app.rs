@@ -254,6 +254,9 @@ pub fn App() -> impl IntoView {
         feed.send(feed.user.get_untracked(), item, kind, value, store::now_secs())
     }));
     let _ = window_event_listener(leptos::ev::pagehide, |_| exposure::page_hidden());
+    let _ = window_event_listener_untyped("visibilitychange", |_| {
+        if document().hidden() { exposure::page_hidden() } else { exposure::page_shown() }
+    });
     set_interval(
         move || {
             if feed.queued.get_untracked() > 0 {

@@ -1,7 +1,8 @@
 //! What the feed showed, and for how long. A card at least half on screen for the first time on
 //! this page is an `impression`; when it leaves the screen, or the feed (liked, skipped, replaced),
-//! or the page is hidden, the seconds it stayed are a `watch_time` (dwell), if there was at least
-//! [`MIN_DWELL_SECS`] of it.
+//! or the page is hidden (another tab, a minimised window, leaving), the seconds it stayed are a
+//! `watch_time` (dwell), if there was at least [`MIN_DWELL_SECS`] of it. When the page is shown
+//! again, the cards still on screen start a new stay: time behind another tab is not dwell.
 //!
 //! The server counts both in the experiment's online metrics (impressions, watch time), and its
 //! model reads a card's impression, dwell and like or skip as one exposure with its feedback
@@ -35,6 +36,10 @@ struct Tracker {
     impressed: HashSet<String>,
     /// Items on screen now, and since when (seconds).
     since: HashMap<String, f64>,
+    /// Whether the page is hidden; while it is, cards on screen are not being looked at.
+    page_hidden: bool,
+    /// Items on screen while the page is hidden: their stays start when it is shown again.
+    paused: HashSet<String>,
 }
 
 thread_local! {
@@ -68,7 +73,14 @@ pub fn start(report: Report) {
     // The observer lives as long as the page.
     on_change.forget();
     TRACKER.with(|t| {
-        *t.borrow_mut() = Some(Tracker { observer, report, impressed: HashSet::new(), since: HashMap::new() })
+        *t.borrow_mut() = Some(Tracker {
+            observer,
+            report,
+            impressed: HashSet::new(),
+            since: HashMap::new(),
+            page_hidden: false,
+            paused: HashSet::new(),
+        })
     });
 }
 
@@ -86,20 +98,42 @@ pub fn removed(id: &str) {
     hidden(id);
 }
 
-/// The page was hidden: every stay on screen ends.
+/// The page was hidden: every stay on screen ends, and its card waits for the page to be shown.
 pub fn page_hidden() {
-    let on_screen: Vec<String> =
-        TRACKER.with(|t| t.borrow().as_ref().map(|t| t.since.keys().cloned().collect()).unwrap_or_default());
+    let on_screen: Vec<String> = TRACKER.with(|t| {
+        let mut t = t.borrow_mut();
+        let Some(t) = t.as_mut() else { return Vec::new() };
+        t.page_hidden = true;
+        t.paused.extend(t.since.keys().cloned());
+        t.since.keys().cloned().collect()
+    });
     for id in on_screen {
-        hidden(&id);
+        end_stay(&id);
     }
+}
+
+/// The page was shown again: the cards on screen start a new stay.
+pub fn page_shown() {
+    TRACKER.with(|t| {
+        let mut t = t.borrow_mut();
+        let Some(t) = t.as_mut() else { return };
+        t.page_hidden = false;
+        let now = now_secs();
+        for id in std::mem::take(&mut t.paused) {
+            t.since.insert(id, now);
+        }
+    });
 }
 
 fn shown(id: &str) {
     let first = TRACKER.with(|t| {
         let mut t = t.borrow_mut();
         let Some(t) = t.as_mut() else { return false };
-        t.since.entry(id.to_string()).or_insert_with(now_secs);
+        if t.page_hidden {
+            t.paused.insert(id.to_string());
+        } else {
+            t.since.entry(id.to_string()).or_insert_with(now_secs);
+        }
         t.impressed.insert(id.to_string())
     });
     if first {
@@ -107,7 +141,14 @@ fn shown(id: &str) {
     }
 }
 
+/// A card left the screen.
 fn hidden(id: &str) {
+    TRACKER.with(|t| t.borrow_mut().as_mut().map(|t| t.paused.remove(id)));
+    end_stay(id);
+}
+
+/// A stay on screen ends: its dwell is reported when it was long enough.
+fn end_stay(id: &str) {
     let stayed = TRACKER.with(|t| t.borrow_mut().as_mut().and_then(|t| t.since.remove(id)).map(|at| now_secs() - at));
     if let Some(secs) = stayed.filter(|&s| s >= MIN_DWELL_SECS) {
         send(id, EventKind::WatchTime, Some(((secs * 10.0).round() / 10.0) as f32));
