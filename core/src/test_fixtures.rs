@@ -85,3 +85,15 @@ pub(crate) fn test_gpu() -> Option<burn::tensor::Device> {
         }
     }
 }
+
+/// A recommender over `model` without the trend input, stepping `host_head` when one is given.
+#[cfg(feature = "model")]
+pub(crate) fn recommender<'a>(
+    model: &'a crate::generator::model::OneRec,
+    config: &'a crate::generator::model::ModelConfig,
+    tokenizer: &'a Tokenizer,
+    device: &'a burn::tensor::Device,
+    host_head: Option<&'a crate::generator::model::HostHead>,
+) -> crate::generator::recommend::Recommender<'a> {
+    crate::generator::recommend::Recommender { model, config, tokenizer, device, trend: None, host_head }
+}

@@ -192,7 +192,14 @@ impl Policy<'_> {
     }
 
     fn recommender<'m>(&'m self, model: &'m OneRec, device: &'m Device) -> Recommender<'m> {
-        Recommender { model, config: self.config, tokenizer: self.tokenizer, device, trend: self.trend }
+        Recommender {
+            model,
+            config: self.config,
+            tokenizer: self.tokenizer,
+            device,
+            trend: self.trend,
+            host_head: None,
+        }
     }
 
     /// The context of `history`, asked at `now`.

@@ -133,8 +133,7 @@ fn free_decoding_agrees_with_teacher_forced_log_probs() {
     device.seed(8);
     let model = model_config.init(&device);
     let ids = &tokenizer.semantic_ids;
-    let recommender =
-        Recommender { model: &model, config: &model_config, tokenizer: &tokenizer, device: &device, trend: None };
+    let recommender = crate::test_fixtures::recommender(&model, &model_config, &tokenizer, &device, None);
     let free = |beam| {
         let request = recommender.request(&dataset.users[0], dataset.user_events(0), 0, beam, false);
         recommender.recommend_batch(&[DecodeRequest { decoding: Decoding::Free, ..request }]).remove(0)

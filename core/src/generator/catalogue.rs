@@ -143,7 +143,8 @@ mod tests {
         // Decoding the whole catalogue now yields the new items too.
         let decoded = |snapshot: &Snapshot| -> Vec<ItemIdx> {
             let (config, tokenizer) = (&snapshot.model, &snapshot.tokenizer);
-            let recommender = Recommender { model: &model, config, tokenizer, device: &device, trend: None };
+            let recommender =
+                Recommender { model: &model, config, tokenizer, device: &device, trend: None, host_head: None };
             recommender.recommend(&dataset.users[0], &[], 0, 26, false).iter().filter_map(|h| h.item).collect()
         };
         let items = decoded(&snapshot);

@@ -128,8 +128,7 @@ mod tests {
         let device = Device::flex();
         device.seed(3);
         let model = config.init(&device);
-        let recommender =
-            Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device, trend: None };
+        let recommender = crate::test_fixtures::recommender(&model, &config, &tokenizer, &device, None);
         let stages = [Stage::Valid, Stage::Test];
         let report = evaluate(&recommender, &dataset, &stages, 10, Decoding::Constrained, Some(&Constant(0.25)));
         for (got, &stage) in report.ranking.iter().zip(&stages) {
@@ -152,8 +151,7 @@ mod tests {
         let device = Device::flex();
         device.seed(4);
         let model = config.init(&device);
-        let recommender =
-            Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device, trend: None };
+        let recommender = crate::test_fixtures::recommender(&model, &config, &tokenizer, &device, None);
         let report = evaluate(&recommender, &dataset, &[Stage::Valid], space, Decoding::Free, None);
         let (mut legal, mut legal_at_10) = (0, 0);
         for u in 0..dataset.n_users() as u32 {

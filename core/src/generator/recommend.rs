@@ -9,7 +9,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::data::{Event, ItemIdx, User};
 use crate::decode::{Decoding, Exclusion, Hypothesis, Search, beam_search_batch};
 use crate::generator::context::{UserContext, context_at};
-use crate::generator::model::{Batch, IdDecoder, ModelConfig, OneRec};
+use crate::generator::model::{Batch, HostDecoder, HostHead, IdDecoder, ModelConfig, OneRec};
 use crate::generator::trend::TrendIndex;
 use crate::tokenizer::Tokenizer;
 
@@ -22,6 +22,11 @@ pub struct Recommender<'a> {
     pub device: &'a Device,
     /// What was popular when, for a model with the trend input ([`ModelConfig::trend`]).
     pub trend: Option<&'a TrendIndex>,
+    /// The model's ID head prepared for the host ([`crate::generator::model::IdHead::prepare`],
+    /// once per model): with it the beam steps the head on host buffers, which on the CPU is
+    /// faster (see [`HostHead`]). `None` steps the tensor head: on a GPU, where the selection
+    /// runs on the device, or for a model whose weights change between calls.
+    pub host_head: Option<&'a HostHead>,
 }
 
 /// One user's share of a batched decode.
@@ -101,6 +106,11 @@ impl Recommender<'_> {
     /// Decodes several users together: one stream pass for all of them, then one head step per
     /// ID position for all of their beams. Each user gets what [`Recommender::recommend`] would
     /// give them alone.
+    ///
+    /// The decode runs as one job on rayon's pool, whoever calls it. Called from a thread outside
+    /// the pool (a server's decoding thread, the CLI's main thread), each of the hundreds of
+    /// parallel tensor operations of a decode would otherwise be handed to a pool thread and
+    /// waited for; those hand-offs took a quarter of a single request's time.
     pub fn recommend_batch(&self, requests: &[DecodeRequest]) -> Vec<Vec<Hypothesis>> {
         if requests.is_empty() {
             return Vec::new();
@@ -108,14 +118,20 @@ impl Recommender<'_> {
         let contexts: Vec<UserContext> = requests.iter().map(|r| r.context.clone()).collect();
         let searches: Vec<Search> =
             requests.iter().map(|r| Search { beam: r.beam, excluded: &r.excluded, decoding: r.decoding }).collect();
-        self.search(self.states(&contexts), &searches)
+        rayon::scope(|_| self.search(self.states(&contexts), &searches))
     }
 
     /// The searches of [`Recommender::recommend_batch`] from states already computed, one row
     /// per search, for a caller that holds them (alignment draws from the states it trains on).
     pub fn search(&self, states: Tensor<2>, searches: &[Search]) -> Vec<Vec<Hypothesis>> {
-        let mut decoder = IdDecoder::new(self.model.head(), states.clone());
-        let mut found = beam_search_batch(&mut decoder, self.tokenizer.semantic_ids.trie(), searches);
+        let trie = self.tokenizer.semantic_ids.trie();
+        let mut found = match self.host_head {
+            Some(head) => {
+                let rows = states.clone().into_data().try_into_vec::<f32>().expect("f32 states");
+                beam_search_batch(&mut HostDecoder::new(head, rows), trie, searches)
+            }
+            None => beam_search_batch(&mut IdDecoder::new(self.model.head(), states.clone()), trie, searches),
+        };
         self.rank(states, searches, &mut found);
         found
     }
@@ -176,8 +192,8 @@ mod tests {
         let device = Device::flex();
         device.seed(5);
         let model = config.init(&device);
-        let recommender =
-            Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device, trend: None };
+        let host_head = model.host_head();
+        let recommender = crate::test_fixtures::recommender(&model, &config, &tokenizer, &device, host_head.as_ref());
         for user in 0..3u32 {
             let history = &dataset.user_events(user)[..10];
             let got = recommender.recommend(&dataset.users[user as usize], history, 0, 24, false);
@@ -219,8 +235,8 @@ mod tests {
         let device = Device::flex();
         device.seed(8);
         let model = config.init(&device);
-        let recommender =
-            Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device, trend: None };
+        let host_head = model.host_head();
+        let recommender = crate::test_fixtures::recommender(&model, &config, &tokenizer, &device, host_head.as_ref());
         // Different history lengths, beams and exclusions, a cold user, and a zero-width request.
         let cases = [(0u32, 12, 5, true), (1, 3, 24, false), (2, 0, 7, true), (3, 20, 0, true), (4, 29, 16, true)];
         let requests: Vec<DecodeRequest> = cases
@@ -256,8 +272,8 @@ mod tests {
         let device = Device::flex();
         device.seed(11);
         let model = config.init(&device);
-        let recommender =
-            Recommender { model: &model, config: &config, tokenizer: &tokenizer, device: &device, trend: None };
+        let host_head = model.host_head();
+        let recommender = crate::test_fixtures::recommender(&model, &config, &tokenizer, &device, host_head.as_ref());
         let (user, history) = (&dataset.users[1], &dataset.user_events(1)[..6]);
         let everything = recommender.recommend(user, history, 0, 24, true);
         let seen = history[0].item;

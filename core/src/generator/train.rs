@@ -342,8 +342,16 @@ pub fn train(
             });
         }
         let train_seconds = started.elapsed().as_secs_f64();
-        let recommender =
-            Recommender { model: &model.valid(), config: model_config, tokenizer, device, trend: trend.as_ref() };
+        let valid_model = model.valid();
+        let host_head = valid_model.host_head();
+        let recommender = Recommender {
+            model: &valid_model,
+            config: model_config,
+            tokenizer,
+            device,
+            trend: trend.as_ref(),
+            host_head: host_head.as_ref(),
+        };
         let valid = eval::evaluate(dataset, Stage::Valid, |u, input, now| {
             recommender.scores(&dataset.users[u as usize], input, now, config.valid_beam)
         });
@@ -643,8 +651,7 @@ mod learning_tests {
         // a pattern this easy can come before the loss has fallen far.
         let last = report.epochs.last().unwrap().train_loss;
         assert!(last < first * 0.2, "loss {first} → {last}");
-        let recommender =
-            Recommender { model: &model, config: &model_config, tokenizer: &tokenizer, device: &device, trend: None };
+        let recommender = crate::test_fixtures::recommender(&model, &model_config, &tokenizer, &device, None);
         let correct = (0..24u32)
             .filter(|&u| {
                 let split = dataset.split(u);

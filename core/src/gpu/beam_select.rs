@@ -239,7 +239,8 @@ mod tests {
             // A row of equal logits: its children tie, and ties go to the smaller node.
             logits[..vocabulary as usize].fill(0.5);
             let frontier = Frontier { trie, rows: &rows, ranges: &ranges, searches: &searches };
-            let host_log_probs = crate::generator::model::log_softmax_rows(logits.clone(), vocabulary as usize);
+            let mut host_log_probs = logits.clone();
+            crate::linalg::log_softmax_rows(&mut host_log_probs, vocabulary as usize);
             let want = select_on_host(&frontier, &host_log_probs);
             let tensor = Tensor::<2>::from_data(
                 burn::tensor::TensorData::new(logits, [rows.len(), vocabulary as usize]),

@@ -146,6 +146,9 @@ pub struct DecodeBenchArgs {
     /// Requests decoded together when measuring throughput.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Batches timed per setting (the throughput is their median).
+    #[arg(long, default_value_t = 5)]
+    pub batches: usize,
     /// Events in each synthetic user's history.
     #[arg(long, default_value_t = 50)]
     pub history: usize,
@@ -232,7 +235,10 @@ impl fmt::Display for DecodeBench {
 }
 
 fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.requests > 0 && args.batch > 0, "--requests and --batch must be at least 1");
+    anyhow::ensure!(
+        args.requests > 0 && args.batch > 0 && args.batches > 0,
+        "--requests, --batch and --batches must be at least 1"
+    );
     let (device, description) = device::select(args.device)?;
     let peak_tflops = args.peak_tflops.or_else(|| known_peak_tflops(&description));
     if !args.json {
@@ -264,12 +270,14 @@ fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
             .collect();
         // The requests' own events are the log the trend is counted over.
         let trend = TrendIndex::for_model(&config, histories.iter().flatten());
+        let host_head = model.host_head();
         let recommender = Recommender {
             model: &model,
             config: &config,
             tokenizer: &tokenizer,
             device: &device,
             trend: trend.as_ref(),
+            host_head: host_head.as_ref(),
         };
         let user = User { id: "bench".into(), features: vec!["age=30".into()] };
         let request = |h: &[Event], beam| recommender.request(&user, h, args.history as i64 * HOUR, beam, true);
@@ -280,7 +288,7 @@ fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
                 recommender.recommend_batch(&[request(h, beam)]);
             });
             let batch: Vec<DecodeRequest> = histories[..args.batch].iter().map(|h| request(h, beam)).collect();
-            let batch_times = time_each(&[(); 5], |_| {
+            let batch_times = time_each(&vec![(); args.batches], |_| {
                 recommender.recommend_batch(&batch);
             });
             let mut row = latency_row("onerec", items, beam, latencies);

@@ -98,12 +98,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             };
             let model = snapshot.model(&device)?;
             let trend = TrendIndex::for_training_log(&snapshot.model, &dataset);
+            let host_head = model.host_head();
             let recommender = Recommender {
                 model: &model,
                 config: &snapshot.model,
                 tokenizer: &snapshot.tokenizer,
                 device: &device,
                 trend: trend.as_ref(),
+                host_head: host_head.as_ref(),
             };
             let decoding = if args.unconstrained { Decoding::Free } else { Decoding::Constrained };
             let reward = reward.as_ref().map(|r| r as &dyn RewardFn);

@@ -12,7 +12,7 @@ use burn::tensor::Device;
 use onerec_core::api::{FeedItem, ItemInfo, quantise_embedding};
 use onerec_core::data::{Dataset, Event, Item, ItemIdx};
 use onerec_core::decode::Hypothesis;
-use onerec_core::generator::model::OneRec;
+use onerec_core::generator::model::{HostHead, OneRec};
 use onerec_core::generator::recommend::Recommender;
 use onerec_core::generator::snapshot::Snapshot;
 use onerec_core::generator::trend::TrendIndex;
@@ -31,6 +31,8 @@ pub struct Engine {
     pub device: Device,
     /// What was popular when, for a model with the trend input.
     pub trend: Option<TrendIndex>,
+    /// On the CPU, the model's ID head prepared for host decoding (see [`Recommender::host_head`]).
+    pub host_head: Option<HostHead>,
 }
 
 impl Engine {
@@ -74,7 +76,8 @@ impl Engine {
         }
         let model = snapshot.model(device)?;
         let trend = TrendIndex::for_model(&snapshot.model, catalogue.dataset.events.iter().chain(served));
-        Ok(Engine { id, model, snapshot, catalogue, device: device.clone(), trend })
+        let host_head = model.host_head();
+        Ok(Engine { id, model, snapshot, catalogue, device: device.clone(), trend, host_head })
     }
 
     pub fn recommender(&self) -> Recommender<'_> {
@@ -84,6 +87,7 @@ impl Engine {
             tokenizer: &self.snapshot.tokenizer,
             device: &self.device,
             trend: self.trend.as_ref(),
+            host_head: self.host_head.as_ref(),
         }
     }
 

@@ -10,13 +10,15 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rayon::prelude::*;
 
 use super::{ModelConfig, ReGlu};
 use crate::decode::CodeStepper;
 #[cfg(feature = "wgpu")]
 use crate::decode::{Candidate, Frontier, select_on_host};
 use crate::tokenizer::Code;
+
+mod host;
+pub use host::{HostDecoder, HostHead};
 
 /// One ID level's refinement and scoring.
 #[derive(Module, Debug)]
@@ -160,18 +162,10 @@ impl CodeStepper for IdDecoder<'_> {
 
 /// Row-wise log-softmax of `[rows, vocabulary]` logits, taken on the host: the search reads them
 /// there anyway, and one sweep per row replaces five tensor passes (max, subtract, exp, sum, log)
-/// with their buffers, rows spread over the threads.
+/// with their buffers.
 fn log_probs(logits: Tensor<2>) -> Vec<f32> {
     let vocabulary = logits.dims()[1];
-    log_softmax_rows(logits.into_data().try_to_vec::<f32>().expect("f32 logits"), vocabulary)
-}
-
-/// Row-wise log-softmax of row-major `rows × vocabulary` logits, in place.
-pub(crate) fn log_softmax_rows(mut rows: Vec<f32>, vocabulary: usize) -> Vec<f32> {
-    rows.par_chunks_mut(vocabulary.max(1)).for_each(|row| {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let log_z = max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
-        row.iter_mut().for_each(|x| *x -= log_z);
-    });
+    let mut rows = logits.into_data().try_into_vec::<f32>().expect("f32 logits");
+    crate::linalg::log_softmax_rows(&mut rows, vocabulary);
     rows
 }

@@ -36,9 +36,10 @@
 //!   codes' job: the beam proposes IDs, and the final order of its items is the product of the
 //!   two experts, `log π(ID) + score(item)` (see [`crate::generator::recommend`]).
 //!
-//! Serving prefills the user's stream once and takes the last state; the constrained beam then
-//! steps the head alone (see [`IdDecoder`]): no cache is needed, because the head's only memory
-//! is the running state of each beam.
+//! Serving prefills the user's stream once and takes the last state (the last block runs at that
+//! slot alone, see [`OneRec::encode`]); the constrained beam then steps the head alone (see
+//! [`IdDecoder`], and [`HostDecoder`] on the CPU): no cache is needed, because the head's only
+//! memory is the running state of each beam.
 
 pub mod batch;
 mod cross_entropy;
@@ -60,9 +61,7 @@ use crate::generator::trend::TrendConfig;
 pub use batch::{Batch, Query, Targets};
 use cross_entropy::cross_entropy_sum;
 use dropout::Dropout;
-#[cfg(all(test, feature = "wgpu"))]
-pub(crate) use head::log_softmax_rows;
-pub use head::{IdDecoder, IdHead};
+pub use head::{HostDecoder, HostHead, IdDecoder, IdHead};
 pub use moe::{ExpertLoad, MoeFfn, ReGlu};
 
 /// Sizes of the model. Stored in the snapshot, so a model is always rebuilt as it was trained.
@@ -177,7 +176,10 @@ impl ModelConfig {
     /// is two): the stream's full pass (every slot computed, with its routed experts only), then
     /// the ID head on one row at level 0 and `beam` rows at every later level, and the item score
     /// of the `beam` IDs found. Element-wise work, the softmaxes and the selection are left out:
-    /// they are small beside the products, and this is the count an MFU is quoted against.
+    /// they are small beside the products, and this is the count an MFU is quoted against. It is
+    /// the model's count: the decode skips some of it (the last block at slots no query reads,
+    /// and on the CPU the head's first layer, which it looks up), so a rate over it is of model
+    /// FLOPs, not of arithmetic done.
     pub fn decode_flops(&self, beam: usize) -> f64 {
         let (d, t) = (self.d_model as f64, self.stream_len() as f64);
         let glu = 2.0 * 3.0 * d * self.d_ff as f64;
@@ -255,6 +257,31 @@ impl SelfAttention {
     }
 }
 
+impl SelfAttention {
+    /// [`SelfAttention::forward`]'s output at the slots `queries` (indices into `batch · slots`,
+    /// in batch `rows[i]`) alone, `[queries, d_model]`: every slot's keys and values, the
+    /// queries' scores only. `hidden`: `[batch, slots, slots]`.
+    fn forward_at(
+        &self,
+        x: Tensor<3>,
+        hidden: Tensor<3, Bool>,
+        queries: Tensor<1, Int>,
+        rows: Tensor<1, Int>,
+    ) -> Tensor<2> {
+        let [b, s, d] = x.dims();
+        let (h, n) = (self.heads, queries.dims()[0]);
+        let qkv = self.qkv.forward(x).reshape([b, s, 3, h, d / h]);
+        let part = |i: usize| qkv.clone().narrow(2, i, 1).reshape([b, s, h, d / h]);
+        let q = part(0).reshape([b * s, h, d / h]).select(0, queries.clone()).reshape([n, h, 1, d / h]);
+        let k = part(1).swap_dims(1, 2).select(0, rows.clone());
+        let v = part(2).swap_dims(1, 2).select(0, rows);
+        let scores = q.matmul(k.transpose()).div_scalar(((d / h) as f32).sqrt());
+        let hidden = hidden.reshape([b * s, s]).select(0, queries).reshape([n, 1, 1, s]).expand([n, h, 1, s]);
+        let weights = softmax(scores.mask_fill(hidden, f32::NEG_INFINITY), 3);
+        self.output.forward(weights.matmul(v).reshape([n, d]))
+    }
+}
+
 /// Pre-norm causal block: self-attention, then the MoE ReGLU.
 #[derive(Module, Debug)]
 pub struct Block {
@@ -286,6 +313,23 @@ impl Block {
         let x = x + dropout::maybe(dropout, h);
         let (h, load) = self.ffn.forward(self.ffn_norm.forward(x.clone()), real);
         (x + dropout::maybe(dropout, h), load)
+    }
+
+    /// [`Block::forward`]'s output at the slots `queries` alone (see
+    /// [`SelfAttention::forward_at`]), without dropout: `[queries, d_model]`.
+    fn forward_at(
+        &self,
+        x: Tensor<3>,
+        hidden: Tensor<3, Bool>,
+        queries: Tensor<1, Int>,
+        rows: Tensor<1, Int>,
+    ) -> (Tensor<2>, ExpertLoad) {
+        let [b, s, d] = x.dims();
+        let n = queries.dims()[0];
+        let h = self.attention.forward_at(self.attention_norm.forward(x.clone()), hidden, queries.clone(), rows);
+        let x = x.reshape([b * s, d]).select(0, queries) + h;
+        let (h, load) = self.ffn.forward(self.ffn_norm.forward(x.clone()).reshape([n, 1, d]), &vec![true; n]);
+        (x + h.reshape([n, d]), load)
     }
 }
 
@@ -330,14 +374,59 @@ impl OneRec {
 
     /// The state of every query of the batch, `[queries, d_model]`: the stream's state at the
     /// last slot the query sees. With the expert loads of each block.
+    ///
+    /// When the queries are a small share of the slots and nothing is dropped out (serving: one
+    /// query per context), the last block runs at the query slots alone: the states of the other
+    /// slots feed no later block, so only their keys and values are needed. That skips most of
+    /// the last block's attention and all of its feed-forward work for them, about two fifths of
+    /// a decode's stream at two blocks.
     pub fn encode(&self, batch: &Batch) -> (Tensor<2>, Vec<ExpertLoad>) {
-        let (states, loads) = self.stream(batch);
-        let [b, s, d] = states.dims();
-        (states.reshape([b * s, d]).select(0, batch.queries.clone()), loads)
+        let [b, s, _] = batch.hidden.dims();
+        let queries = batch.queries.dims()[0];
+        match self.blocks.split_last() {
+            Some((last, blocks)) if batch.noise_seed.is_none() && 4 * queries <= b * s => {
+                let (x, mut loads) = self.blocks_over(self.tokens(batch), blocks, batch, &mut None);
+                let rows = batch.queries.clone().div_scalar(s as i64);
+                let (x, load) = last.forward_at(x, batch.hidden.clone(), batch.queries.clone(), rows);
+                loads.push(load);
+                (self.norm.forward(x), loads)
+            }
+            _ => {
+                let (states, loads) = self.stream(batch);
+                let d = states.dims()[2];
+                (states.reshape([b * s, d]).select(0, batch.queries.clone()), loads)
+            }
+        }
     }
 
     /// The stream's states, `[rows, len, d_model]`.
     fn stream(&self, batch: &Batch) -> (Tensor<3>, Vec<ExpertLoad>) {
+        let mut dropout = Dropout::new(self.dropout, batch.noise_seed);
+        let x = dropout::maybe(&mut dropout, self.tokens(batch));
+        let (x, loads) = self.blocks_over(x, &self.blocks, batch, &mut dropout);
+        (self.norm.forward(x), loads)
+    }
+
+    /// `x` through `blocks`, with their expert loads.
+    fn blocks_over(
+        &self,
+        mut x: Tensor<3>,
+        blocks: &[Block],
+        batch: &Batch,
+        dropout: &mut Option<Dropout>,
+    ) -> (Tensor<3>, Vec<ExpertLoad>) {
+        let hidden = batch.hidden.clone().unsqueeze_dim::<4>(1);
+        let mut loads = Vec::with_capacity(self.blocks.len());
+        for block in blocks {
+            let (next, load) = block.forward(x, hidden.clone(), &batch.real_slots, dropout);
+            x = next;
+            loads.push(load);
+        }
+        (x, loads)
+    }
+
+    /// The stream's input, `[rows, len, d_model]`: each slot's token plus its position.
+    fn tokens(&self, batch: &Batch) -> Tensor<3> {
         let [b, s, _] = batch.hidden.dims();
         let device = batch.hidden.device();
         let codes = self.head.code_tables();
@@ -380,23 +469,19 @@ impl OneRec {
             );
         }
         tokens.push(Tensor::zeros([1, d], &device));
-        let x = Tensor::cat(tokens, 0).select(0, batch.slots.clone()).reshape([b, s, d])
-            + self.positions.forward(batch.positions.clone());
-        let mut dropout = Dropout::new(self.dropout, batch.noise_seed);
-        let mut x = dropout::maybe(&mut dropout, x);
-        let hidden = batch.hidden.clone().unsqueeze_dim::<4>(1);
-        let mut loads = Vec::with_capacity(self.blocks.len());
-        for block in &self.blocks {
-            let (next, load) = block.forward(x, hidden.clone(), &batch.real_slots, &mut dropout);
-            x = next;
-            loads.push(load);
-        }
-        (self.norm.forward(x), loads)
+        Tensor::cat(tokens, 0).select(0, batch.slots.clone()).reshape([b, s, d])
+            + self.positions.forward(batch.positions.clone())
     }
 
     /// The ID head, which turns query states into codes.
     pub fn head(&self) -> &IdHead {
         &self.head
+    }
+
+    /// On the CPU, the ID head prepared for decoding on host buffers ([`IdHead::prepare`]);
+    /// `None` on a GPU, where the beam's selection runs on the device.
+    pub fn host_head(&self) -> Option<HostHead> {
+        (self.positions.weight.device() == Device::flex()).then(|| self.head.prepare())
     }
 
     /// Scores of every catalogue item for query states `[rows, d_model]`: `[rows, items]`.

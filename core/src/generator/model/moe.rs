@@ -29,6 +29,11 @@ impl ReGlu {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         self.down.forward(relu(self.gate.forward(x.clone())) * self.up.forward(x))
     }
+
+    /// The gate, up and down weights, `d × d_ff`, `d × d_ff` and `d_ff × d` (input rows).
+    pub(super) fn weights(&self) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+        (self.gate.weight.val(), self.up.weight.val(), self.down.weight.val())
+    }
 }
 
 /// E ReGLU experts; each token goes to the `top_k` experts its router scores highest (after the

@@ -18,6 +18,30 @@ fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     (a - b).abs().max().into_scalar::<f32>()
 }
 
+/// Serving's encode runs the last block at the query slots alone; there it must give the states
+/// the whole stream gives.
+#[test]
+fn the_last_block_at_the_query_slots_gives_the_whole_streams_states() {
+    let _rng = crate::test_fixtures::device_rng();
+    let (dataset, tokenizer, config, device) = setup();
+    let model = config.init(&device);
+    let contexts: Vec<_> = [(0u32, 3), (1, 25), (2, 2), (3, 0), (4, 12)]
+        .iter()
+        .map(|&(u, len)| {
+            build_context(&dataset.users[u as usize], &dataset.user_events(u)[..len], &tokenizer, &config.context)
+        })
+        .collect();
+    let batch = Batch::new(&contexts, None, &tokenizer.semantic_ids, &config, &device);
+    let [b, s, _] = batch.hidden.dims();
+    assert!(4 * contexts.len() <= b * s, "few enough queries for the last block to run at them alone");
+    let (got, _) = model.encode(&batch);
+    let (stream, _) = model.stream(&batch);
+    let d = stream.dims()[2];
+    let want = stream.reshape([b * s, d]).select(0, batch.queries.clone());
+    assert_eq!(got.dims(), [contexts.len(), d]);
+    assert!(max_abs_diff(got, want) < 1e-5);
+}
+
 /// Packing puts several contexts in one row; none may see another's tokens.
 #[test]
 fn packed_contexts_are_encoded_as_if_alone() {

@@ -65,7 +65,14 @@ fn gpu_decoding_equals_cpu_decoding() {
     let cpu_model = config.init(&cpu);
     let weights = cpu_model.clone().into_record().into_bytes().unwrap();
     let gpu_model = config.init(&gpu_device).load_record(ModuleRecord::from_bytes(weights).unwrap());
-    let on = |model, device| Recommender { model, config: &config, tokenizer: &tokenizer, device, trend: None };
+    let on = |model, device| Recommender {
+        model,
+        config: &config,
+        tokenizer: &tokenizer,
+        device,
+        trend: None,
+        host_head: None,
+    };
     let (cpu_recommender, gpu_recommender) = (on(&cpu_model, &cpu), on(&gpu_model, &gpu_device));
     // Histories of several lengths, with and without exclusion, beams from 1 to the catalogue.
     let cases = [(0u32, 12, 5, true), (1, 3, 24, false), (2, 0, 7, true), (3, 20, 1, true), (4, 29, 16, true)];
