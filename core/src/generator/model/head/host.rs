@@ -99,9 +99,16 @@ impl IdHead {
     }
 }
 
-/// `1 / rms(x)` under `RmsNorm`'s epsilon.
+/// `1 / rms(x)` under `RmsNorm`'s epsilon. The squares are summed in eight lanes: a single
+/// running sum is a chain of dependent additions that does not vectorise.
 fn inverse_rms(x: &[f32], epsilon: f32) -> f32 {
-    1.0 / (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32 + epsilon).sqrt()
+    let (lanes, tail) = x.as_chunks::<8>();
+    let mut sums = [0f32; 8];
+    for lane in lanes {
+        sums.iter_mut().zip(lane).for_each(|(s, v)| *s += v * v);
+    }
+    let sum = sums.iter().sum::<f32>() + tail.iter().map(|v| v * v).sum::<f32>();
+    1.0 / (sum / x.len() as f32 + epsilon).sqrt()
 }
 
 /// Beam search's stepper over a [`HostHead`]: the same rows, parents and codes as the tensor
@@ -155,9 +162,10 @@ impl<'h> HostDecoder<'h> {
         let l = self.level;
         // The ReGLU's hidden layer: relu(gate) ⊙ up of the normalised u, from the tables.
         let mut hidden = vec![0.0; rows * ff];
-        hidden.par_chunks_mut(ff).enumerate().for_each(|(r, hidden)| {
+        let first_of_row = || vec![0.0; 2 * ff];
+        hidden.par_chunks_mut(ff).enumerate().for_each_init(first_of_row, |first, (r, hidden)| {
             let scale = inverse_rms(&self.u[r * d..][..d], level.epsilon);
-            let mut first = self.projected[l][self.search_of[r] * 2 * ff..][..2 * ff].to_vec();
+            first.copy_from_slice(&self.projected[l][self.search_of[r] * 2 * ff..][..2 * ff]);
             for (j, table) in level.tables.iter().enumerate() {
                 let row = &table[self.taken[r * l + j] as usize * 2 * ff..][..2 * ff];
                 first.iter_mut().zip(row).for_each(|(f, t)| *f += t);
