@@ -464,7 +464,23 @@ pub struct Hyper {
 /// summed, each shard's loss weighted by its share of the targets, which is the gradient of the
 /// whole batch's mean. Dropout masks are seeded per shard, so a run is reproducible at a given
 /// thread count.
+///
+/// The step runs as one job on rayon's pool, as decoding does (see
+/// [`crate::generator::recommend::Recommender::recommend_batch`]): building the batch, summing
+/// the shards' gradients and the optimizer's update are hundreds of tensor operations, each of
+/// which would otherwise be handed from the caller's thread to the pool and waited for.
 pub fn train_step(
+    model: OneRec,
+    optimizer: &mut ModuleOptimizer,
+    data: TrainingData,
+    windows: &[&Window],
+    hyper: Hyper,
+    device: &Device,
+) -> (OneRec, StepOutcome) {
+    rayon::scope(|_| step_on_pool(model, optimizer, data, windows, hyper, device))
+}
+
+fn step_on_pool(
     model: OneRec,
     optimizer: &mut ModuleOptimizer,
     data: TrainingData,
