@@ -477,61 +477,52 @@ pub fn train_step(
     hyper: Hyper,
     device: &Device,
 ) -> (OneRec, StepOutcome) {
-    rayon::scope(|_| step_on_pool(model, optimizer, data, windows, hyper, device))
-}
-
-fn step_on_pool(
-    model: OneRec,
-    optimizer: &mut ModuleOptimizer,
-    data: TrainingData,
-    windows: &[&Window],
-    hyper: Hyper,
-    device: &Device,
-) -> (OneRec, StepOutcome) {
-    let mut clock = Instant::now();
-    let mut lap = || {
-        let seconds = clock.elapsed().as_secs_f64();
-        clock = Instant::now();
-        seconds
-    };
-    let shards = rayon::current_num_threads().clamp(1, windows.len().max(1));
-    let batches: Vec<(Batch, usize)> = balanced_shards(windows, shards, data.model.stream_len())
-        .iter()
-        .enumerate()
-        .map(|(shard, windows)| {
-            let (mut batch, targets) = data.batch(windows, device);
-            batch.noise_seed = Some(hyper.noise.wrapping_add(shard as u64));
-            (batch, targets)
-        })
-        .collect();
-    let targets: usize = batches.iter().map(|(_, n)| n).sum();
-    let batch_seconds = lap();
-    let shards: Vec<(f64, GradientsParams, Vec<ExpertLoad>)> = batches
-        .into_par_iter()
-        .map(|(batch, count)| {
-            // A fork has its own autodiff graph (two graphs over the same parameter nodes would
-            // be merged, and burn's graph locks deadlock when two threads merge at once); it
-            // keeps the parameter ids, so its gradients add up with the other shards'.
-            let replica = model.clone().fork(device);
-            let (loss, loads) = replica.loss(&batch);
-            let loss = loss * (count as f32 / targets.max(1) as f32);
-            let value = loss.clone().into_scalar::<f32>() as f64;
-            (value, GradientsParams::from_grads(loss.backward(), &replica), loads)
-        })
-        .collect();
-    let gradients = lap();
-    let mut sum = GradientsAccumulator::<OneRec>::new();
-    let mut loads: Vec<ExpertLoad> = Vec::new();
-    let mut loss = 0.0;
-    for (value, grads, shard_loads) in shards {
-        loss += value;
-        sum.accumulate(&model, grads);
-        accumulate(&mut loads, &shard_loads);
-    }
-    let loads: Vec<ExpertLoad> = loads.iter().map(|layer| normalised(layer)).collect();
-    let model = optimizer.step(hyper.lr, model, sum.grads()).rebalance(&loads, hyper.balance_rate);
-    let times = StepTimes { batch: batch_seconds, gradients, update: lap() };
-    (model, StepOutcome { loss, targets, loads, times })
+    rayon::scope(|_| {
+        let mut clock = Instant::now();
+        let mut lap = || {
+            let seconds = clock.elapsed().as_secs_f64();
+            clock = Instant::now();
+            seconds
+        };
+        let shards = rayon::current_num_threads().clamp(1, windows.len().max(1));
+        let batches: Vec<(Batch, usize)> = balanced_shards(windows, shards, data.model.stream_len())
+            .iter()
+            .enumerate()
+            .map(|(shard, windows)| {
+                let (mut batch, targets) = data.batch(windows, device);
+                batch.noise_seed = Some(hyper.noise.wrapping_add(shard as u64));
+                (batch, targets)
+            })
+            .collect();
+        let targets: usize = batches.iter().map(|(_, n)| n).sum();
+        let batch_seconds = lap();
+        let shards: Vec<(f64, GradientsParams, Vec<ExpertLoad>)> = batches
+            .into_par_iter()
+            .map(|(batch, count)| {
+                // A fork has its own autodiff graph (two graphs over the same parameter nodes would
+                // be merged, and burn's graph locks deadlock when two threads merge at once); it
+                // keeps the parameter ids, so its gradients add up with the other shards'.
+                let replica = model.clone().fork(device);
+                let (loss, loads) = replica.loss(&batch);
+                let loss = loss * (count as f32 / targets.max(1) as f32);
+                let value = loss.clone().into_scalar::<f32>() as f64;
+                (value, GradientsParams::from_grads(loss.backward(), &replica), loads)
+            })
+            .collect();
+        let gradients = lap();
+        let mut sum = GradientsAccumulator::<OneRec>::new();
+        let mut loads: Vec<ExpertLoad> = Vec::new();
+        let mut loss = 0.0;
+        for (value, grads, shard_loads) in shards {
+            loss += value;
+            sum.accumulate(&model, grads);
+            accumulate(&mut loads, &shard_loads);
+        }
+        let loads: Vec<ExpertLoad> = loads.iter().map(|layer| normalised(layer)).collect();
+        let model = optimizer.step(hyper.lr, model, sum.grads()).rebalance(&loads, hyper.balance_rate);
+        let times = StepTimes { batch: batch_seconds, gradients, update: lap() };
+        (model, StepOutcome { loss, targets, loads, times })
+    })
 }
 
 /// `windows` cut into `shards` groups of about equal work, largest window first to the least
