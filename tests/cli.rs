@@ -278,7 +278,7 @@ fn reward_align_and_eval_with_p_score() {
 /// A closed event store in `dir`: alice's `item-1111` and `item-2222`, bob's `item-3333`.
 fn event_store(dir: &std::path::Path) {
     use onerec_core::api::{EventKind, StoredEvent, UserEvent};
-    use onerec_server::serve::store::EventStore;
+    use onerec_server::serve::store::{EventStore, StoreLocation};
     let event = |user: &str, n: u32| UserEvent {
         user: user.into(),
         event: StoredEvent {
@@ -290,11 +290,13 @@ fn event_store(dir: &std::path::Path) {
             request_id: None,
         },
     };
-    let (store, writer) = EventStore::open(dir, Box::new(|_| {})).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    runtime.block_on(store.append(vec![event("alice", 1), event("alice", 2), event("bob", 3)])).unwrap();
-    drop(store);
-    writer.join().unwrap();
+    runtime.block_on(async {
+        let (store, writer) = EventStore::open(&StoreLocation::Local, dir, Box::new(|_| {})).await.unwrap();
+        store.append(vec![event("alice", 1), event("alice", 2), event("bob", 3)]).await.unwrap();
+        drop(store);
+        writer.join().await;
+    });
 }
 
 /// Changes an item id inside `events.redb` as a stray write would: the file stays a valid redb

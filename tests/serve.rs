@@ -9,27 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{API_KEY, Server, client, get, onerec, onerec_json, path, post, post_as, trained_fixture};
+use common::{
+    API_KEY, Server, client, event_batch, first_user, get, ids, onerec, onerec_json, path, post, post_as,
+    trained_fixture,
+};
 use serde_json::{Value, json};
-
-fn ids(items: &Value) -> Vec<String> {
-    items.as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
-}
-
-fn first_user(agent: &ureq::Agent, server: &Server) -> String {
-    let (status, users) = get(agent, &format!("{}/v1/users?limit=1", server.url));
-    assert_eq!(status, 200);
-    users["users"][0].as_str().unwrap().to_string()
-}
-
-fn events(user: &str, items: &[String], kind: &str, prefix: &str) -> String {
-    let events: Vec<Value> = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| json!({"event_id": format!("{prefix}-{i}"), "user": user, "item": item, "kind": kind}))
-        .collect();
-    json!({ "events": events }).to_string()
-}
 
 #[test]
 fn feeds_follow_events_and_cold_users_get_a_slate() {
@@ -56,7 +40,8 @@ fn feeds_follow_events_and_cold_users_get_a_slate() {
     assert_eq!(item["embedding"].as_array().unwrap().len(), 32);
 
     // The user likes the whole slate; the next feed reflects it (seen items leave the slate).
-    let (status, stored) = post(&agent, &format!("{}/v1/events", server.url), &events(&user, &slate, "like", "a"), &[]);
+    let (status, stored) =
+        post(&agent, &format!("{}/v1/events", server.url), &event_batch(&user, &slate, "like", "a"), &[]);
     assert_eq!((status, stored["stored"].as_u64(), stored["duplicates"].as_u64()), (200, Some(5), Some(0)));
     let (_, after) = get(&agent, &format!("{}/v1/feed?user={user}&k=5&pool=20", server.url));
     assert!(ids(&after["items"]).iter().all(|i| !slate.contains(i)), "{after}");
@@ -66,7 +51,8 @@ fn feeds_follow_events_and_cold_users_get_a_slate() {
     assert_eq!(history_ids, ["a-4", "a-3", "a-2", "a-1", "a-0"], "newest first");
 
     // A retry is stored once.
-    let (status, again) = post(&agent, &format!("{}/v1/events", server.url), &events(&user, &slate, "like", "a"), &[]);
+    let (status, again) =
+        post(&agent, &format!("{}/v1/events", server.url), &event_batch(&user, &slate, "like", "a"), &[]);
     assert_eq!((status, again["stored"].as_u64(), again["duplicates"].as_u64()), (200, Some(0), Some(5)));
     let (_, history) = get(&agent, &format!("{}/v1/users/{user}/history", server.url));
     assert_eq!(history["events"].as_array().unwrap().len(), 5);
@@ -77,7 +63,7 @@ fn feeds_follow_events_and_cold_users_get_a_slate() {
     let (status, _) = get(&agent, &format!("{}/v1/feed?user=newcomer", server.url));
     assert_eq!(status, 404);
     let (status, _) =
-        post(&agent, &format!("{}/v1/events", server.url), &events("newcomer", &slate[..1], "click", "n"), &[]);
+        post(&agent, &format!("{}/v1/events", server.url), &event_batch("newcomer", &slate[..1], "click", "n"), &[]);
     assert_eq!(status, 200);
     let (status, feed) = get(&agent, &format!("{}/v1/feed?user=newcomer&k=3", server.url));
     assert_eq!((status, feed["cold_start"].as_bool()), (200, Some(false)));
@@ -239,9 +225,9 @@ fn served_events_fine_tune_the_serving_model_which_then_reloads() {
     let (_, feed) = get(&agent, &format!("{}/v1/feed?user={user}&k=5", server.url));
     let slate = ids(&feed["items"]);
     let url = format!("{}/v1/events", server.url);
-    assert_eq!(post(&agent, &url, &events(&user, &slate, "like", "l"), &[]).0, 200);
-    assert_eq!(post(&agent, &url, &events(&user, &slate[..1], "undo", "u"), &[]).0, 200);
-    assert_eq!(post(&agent, &url, &events("newcomer", &slate[1..4], "click", "n"), &[]).0, 200);
+    assert_eq!(post(&agent, &url, &event_batch(&user, &slate, "like", "l"), &[]).0, 200);
+    assert_eq!(post(&agent, &url, &event_batch(&user, &slate[..1], "undo", "u"), &[]).0, 200);
+    assert_eq!(post(&agent, &url, &event_batch("newcomer", &slate[1..4], "click", "n"), &[]).0, 200);
 
     // The export: admin only, one JSON line per stored event.
     assert_eq!(get(&agent, &format!("{}/admin/events", server.url)).0, 403, "an API key is not the admin token");
@@ -433,8 +419,12 @@ fn a_fine_tune_on_served_likes_raises_their_topic_and_wins_the_ab_test() {
     // Each user of the group likes eight of the topic's items.
     for (u, user) in group.iter().enumerate() {
         let liked: Vec<String> = (0..8).map(|j| members[(u * 5 + j * 3) % members.len()].clone()).collect();
-        let (status, _) =
-            post(&agent, &format!("{}/v1/events", server.url), &events(user, &liked, "like", &format!("f{u}")), &[]);
+        let (status, _) = post(
+            &agent,
+            &format!("{}/v1/events", server.url),
+            &event_batch(user, &liked, "like", &format!("f{u}")),
+            &[],
+        );
         assert_eq!(status, 200);
     }
     let in_family = |feed: &Value| ids(&feed["items"]).iter().filter(|i| topic[*i] == family).count();
@@ -666,7 +656,7 @@ fn every_acknowledged_event_survives_kill_9() {
                     .into();
                 for n in 0.. {
                     let id = format!("w{w}-{n}");
-                    let body = events(&user, &items[n % items.len()..][..1], "click", &id);
+                    let body = event_batch(&user, &items[n % items.len()..][..1], "click", &id);
                     sent.fetch_add(1, Ordering::Relaxed);
                     let request = agent.post(&url).header("authorization", format!("Bearer {API_KEY}"));
                     match request.header("content-type", "application/json").send(&body) {
@@ -698,7 +688,7 @@ fn every_acknowledged_event_survives_kill_9() {
 
     // SIGTERM: a clean exit, and the store is complete after it too.
     let (status, _) =
-        post(&agent, &format!("{}/v1/events", restarted.url), &events(&user, &items[..1], "like", "last"), &[]);
+        post(&agent, &format!("{}/v1/events", restarted.url), &event_batch(&user, &items[..1], "like", "last"), &[]);
     assert_eq!(status, 200);
     assert!(restarted.terminate().success());
     let again = Server::start(&fixture.snapshot, &fixture.data, state.path(), &[]);
@@ -819,7 +809,8 @@ fn load(base: &str, users: &[String], items: &[String], label: &str) -> f64 {
                     let user = &users[(c * 7 + n) % users.len()];
                     let started = Instant::now();
                     let status = if n % 4 == 3 {
-                        let body = events(user, &items[n % items.len()..][..1], "click", &format!("{label}-{c}-{n}"));
+                        let body =
+                            event_batch(user, &items[n % items.len()..][..1], "click", &format!("{label}-{c}-{n}"));
                         post(&agent, &format!("{base}/v1/events"), &body, &[]).0
                     } else {
                         let status = get(&agent, &format!("{base}/v1/feed?user={user}&k=10&beam=64")).0;

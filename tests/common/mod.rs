@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub fn onerec(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_onerec")).args(args).output().expect("the onerec binary runs")
@@ -180,4 +180,26 @@ fn send_post(agent: &ureq::Agent, url: &str, body: &str, headers: &[(&str, &str)
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string().unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The item ids of a feed's `items` or `pool`.
+pub fn ids(items: &Value) -> Vec<String> {
+    items.as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// The first user the server lists.
+pub fn first_user(agent: &ureq::Agent, server: &Server) -> String {
+    let (status, users) = get(agent, &format!("{}/v1/users?limit=1", server.url));
+    assert_eq!(status, 200, "{users}");
+    users["users"][0].as_str().unwrap().to_string()
+}
+
+/// A `POST /v1/events` body: one event of `kind` per item, with ids `{prefix}-0`, `{prefix}-1`…
+pub fn event_batch(user: &str, items: &[String], kind: &str, prefix: &str) -> String {
+    let events: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| json!({"event_id": format!("{prefix}-{i}"), "user": user, "item": item, "kind": kind}))
+        .collect();
+    json!({ "events": events }).to_string()
 }

@@ -7,6 +7,7 @@ use clap::Args;
 use onerec_core::device::{self, DeviceChoice};
 
 use super::DataArgs;
+use crate::serve::store::StoreLocation;
 use crate::serve::{self, BatchConfig, FreshSlots, Limits, Quotas, ServeConfig};
 
 #[derive(Args, Debug)]
@@ -17,9 +18,14 @@ pub struct ServeArgs {
     /// The interaction log the snapshot was trained on: its users and their histories.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Where the server keeps its state (the event store).
+    /// Where the server keeps its state: the event store (unless `--store` names PostgreSQL), the
+    /// token secret, the items added while serving.
     #[arg(long, default_value = "data/serve")]
     pub data_dir: PathBuf,
+    /// Where events are kept: `redb`, a file in `--data-dir` that one server owns, or a
+    /// `postgres://user@host/db` URL that several replicas share (see the README's "Scaling out").
+    #[arg(long, env = "ONEREC_STORE", hide_env_values = true, default_value = "redb")]
+    pub store: StoreLocation,
     /// The built web app (`trunk build`), served at `/`.
     #[arg(long, default_value = "dist")]
     pub web_dir: PathBuf,
@@ -104,6 +110,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         snapshot: args.snapshot,
         data_dir: args.data_dir,
+        store: args.store,
         web_dir: args.web_dir,
         device,
         addr: args.addr,

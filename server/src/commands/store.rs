@@ -1,5 +1,6 @@
 //! `onerec store check` and `onerec store repair`: what an operator runs when `onerec serve`
-//! refuses its event store.
+//! refuses its event store; `onerec store migrate`: a PostgreSQL store's schema brought up to date
+//! before the replicas are.
 
 use std::path::PathBuf;
 
@@ -15,6 +16,16 @@ pub enum StoreCommand {
     Check(StoreArgs),
     /// Rewrite the store without its damaged events, keeping the original as a backup beside it.
     Repair(StoreArgs),
+    /// Bring a PostgreSQL store's schema up to this onerec's version (every replica also does so
+    /// at start).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The `postgres://` URL the replicas are given as `--store`.
+    #[arg(long, env = "ONEREC_STORE", hide_env_values = true)]
+    pub store: String,
 }
 
 #[derive(Args, Debug)]
@@ -38,5 +49,14 @@ pub fn run(command: StoreCommand) -> anyhow::Result<()> {
             Ok(())
         }
         StoreCommand::Repair(args) => print_report(&store::repair(&args.data_dir)?, args.json),
+        StoreCommand::Migrate(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (from, to) = runtime.block_on(store::migrate(&args.store))?;
+            match from == to {
+                true => println!("the schema is at version {to}, this onerec's; nothing to do"),
+                false => println!("migrated the schema from version {from} to {to}"),
+            }
+            Ok(())
+        }
     }
 }

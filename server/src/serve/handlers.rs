@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use onerec_core::api::{
     EventBatch, EventKind, EventsStored, Feed, FeedItem, History, ItemInfo, NewEvent, UserEvent, UserToken, Users,
@@ -20,8 +21,26 @@ use super::engine::{Catalogue, Change, Engine};
 use super::error::{ApiJson, ApiQuery, AppError};
 use super::experiment;
 use super::histories::{HISTORY_PAGE, MAX_PAGE};
+use super::store::{Freshness, StoreError, StoreStatus};
 
 type Shared = State<Arc<AppState>>;
+
+/// Set on an answer read from histories that may lack recent events, because the shared event
+/// store could not be read: how many seconds old they are.
+pub const STALE_HEADER: HeaderName = HeaderName::from_static("onerec-stale");
+
+/// A JSON answer read from the histories, marked with [`STALE_HEADER`] when they are stale.
+pub struct Read<T>(Json<T>, Freshness);
+
+impl<T: Serialize> IntoResponse for Read<T> {
+    fn into_response(self) -> Response {
+        let mut response = self.0.into_response();
+        if let Freshness::Stale { age } = self.1 {
+            response.headers_mut().insert(STALE_HEADER, HeaderValue::from(age.as_secs()));
+        }
+        response
+    }
+}
 
 /// Query of `GET /v1/feed`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -39,7 +58,9 @@ pub struct FeedQuery {
     exclude_seen: Option<bool>,
 }
 
-/// The slate for a user, decoded by constrained beam search.
+/// The slate for a user, decoded by constrained beam search. With a shared event store it first
+/// reads the events other replicas stored; when the store cannot be read, the slate comes from
+/// the history known so far, and the `onerec-stale` header says how many seconds old it is.
 #[utoipa::path(get, path = "/v1/feed", params(FeedQuery), responses(
     (status = 200, body = Feed), (status = 400, body = onerec_core::api::ApiError),
     (status = 404, body = onerec_core::api::ApiError), (status = 503, body = onerec_core::api::ApiError)))]
@@ -47,7 +68,8 @@ pub async fn feed(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
     ApiQuery(query): ApiQuery<FeedQuery>,
-) -> Result<Json<Feed>, AppError> {
+) -> Result<Read<Feed>, AppError> {
+    let arrived = Instant::now();
     let limits = &state.limits;
     if let Some(user) = &query.user {
         caller.require_user(user)?;
@@ -67,6 +89,10 @@ pub async fn feed(
             limits.max_beam
         )));
     }
+    let freshness = match query.user {
+        Some(_) => state.store.catch_up(arrived).await,
+        None => Freshness::Current,
+    };
     // The engine first: the history is read with the catalogue its model decodes into.
     let (arm, engine) = state.arms.assign(query.user.as_deref());
     let catalogue = &engine.catalogue;
@@ -114,7 +140,8 @@ pub async fn feed(
     let cold_start = history.is_empty();
     state.online.feed(&arm);
     let request_id = experiment::request_id(&arm);
-    Ok(Json(Feed { user: query.user, items, pool, cold_start, model: engine.id.clone(), arm, request_id, token }))
+    let feed = Feed { user: query.user, items, pool, cold_start, model: engine.id.clone(), arm, request_id, token };
+    Ok(Read(Json(feed), freshness))
 }
 
 /// The slate and its pool, `pool` items in all: the first `k - slots` of `ranked`, then up to
@@ -182,7 +209,12 @@ pub async fn post_events(
     let stored = tokio::time::timeout(state.limits.timeout, state.store.append(events))
         .await
         .map_err(|_| timed_out("storing the events"))?
-        .map_err(AppError::internal)?;
+        .map_err(|e| match e {
+            StoreError::Unavailable(detail) => {
+                AppError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", detail)
+            }
+            StoreError::Failed(detail) => AppError::internal(detail),
+        })?;
     state.metrics.observe_events(stored.stored, stored.duplicates);
     Ok(Json(stored))
 }
@@ -246,18 +278,20 @@ pub async fn history(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
-) -> Result<Json<History>, AppError> {
+) -> Result<Read<History>, AppError> {
+    let arrived = Instant::now();
     caller.require_user(&id)?;
     let limit = page_limit(query.limit, HISTORY_PAGE)?;
     let before = match &query.cursor {
         None => None,
         Some(c) => Some(c.parse().map_err(|_| AppError::bad_request(format!("cursor {c:?} is not one we gave")))?),
     };
+    let freshness = state.store.catch_up(arrived).await;
     let (events, next) = state
         .histories
         .recent(&state.catalogue(), &id, before, limit)
         .ok_or_else(|| AppError::not_found("unknown_user", format!("no user {id:?}")))?;
-    Ok(Json(History { user: id, events, next_cursor: next.map(|n| n.to_string()) }))
+    Ok(Read(Json(History { user: id, events, next_cursor: next.map(|n| n.to_string()) }), freshness))
 }
 
 fn page_limit(asked: Option<usize>, default: usize) -> Result<usize, AppError> {
@@ -348,12 +382,24 @@ pub struct ReadyQuery {
 /// How long the deep readiness check waits for its decode.
 const DEEP_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// What `/readyz` answers when the server is ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// Always `ready`.
+    status: &'static str,
+    /// The event store's state. A shared store that cannot be reached does not make the server
+    /// unready: it still serves feeds, from the histories it has (marked stale), while writes
+    /// answer 503 until the store is back.
+    #[schema(value_type = Object)]
+    store: StoreStatus,
+}
+
 /// Readiness, from state: the decoding workers and the event writer are running (a model is
-/// always loaded once the server listens). It never waits behind feeds, so a probe stays fast
-/// under load; `?deep=1` adds a real decode.
-#[utoipa::path(get, path = "/readyz", params(ReadyQuery), responses((status = 200, description = "ready"),
+/// always loaded once the server listens), and how the event store is. It never waits behind
+/// feeds or the store, so a probe stays fast under load; `?deep=1` adds a real decode.
+#[utoipa::path(get, path = "/readyz", params(ReadyQuery), responses((status = 200, body = Readiness),
     (status = 503, body = onerec_core::api::ApiError)))]
-pub async fn readyz(State(state): Shared, ApiQuery(query): ApiQuery<ReadyQuery>) -> Result<&'static str, AppError> {
+pub async fn readyz(State(state): Shared, ApiQuery(query): ApiQuery<ReadyQuery>) -> Result<Json<Readiness>, AppError> {
     let not_ready = |detail: &str| AppError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail);
     if state.batcher.workers_alive() == 0 {
         return Err(not_ready("no decoding worker is running"));
@@ -372,7 +418,7 @@ pub async fn readyz(State(state): Shared, ApiQuery(query): ApiQuery<ReadyQuery>)
             Err(_) => return Err(not_ready("the decoder did not answer within 1 s")),
         }
     }
-    Ok("ready")
+    Ok(Json(Readiness { status: "ready", store: state.store.status() }))
 }
 
 /// Prometheus text. On the main address it needs the admin token; `--metrics-addr` serves it
@@ -394,13 +440,20 @@ pub async fn open_metrics(State(state): Shared) -> impl IntoResponse {
 
 /// Every event stored since the data set, as JSON Lines of `UserEvent`: users in id order, each
 /// user's events in write order. `onerec train --events` reads it, to learn from what was served
-/// while the server keeps the store open.
+/// while the server keeps the store open. On replicas it holds every replica's events; while the
+/// shared store cannot be read it answers 503 rather than an export that may lack some.
 #[utoipa::path(get, path = "/admin/events", security(("bearer" = [])), responses(
     (status = 200, description = "JSON Lines, one UserEvent a line", body = onerec_core::api::UserEvent,
         content_type = "application/x-ndjson"),
-    (status = 401, body = onerec_core::api::ApiError), (status = 403, body = onerec_core::api::ApiError)))]
+    (status = 401, body = onerec_core::api::ApiError), (status = 403, body = onerec_core::api::ApiError),
+    (status = 503, body = onerec_core::api::ApiError)))]
 pub async fn export_events(State(state): Shared, headers: HeaderMap) -> Result<impl IntoResponse, AppError> {
+    let arrived = Instant::now();
     require_admin(&state, &headers)?;
+    if let Freshness::Stale { .. } = state.store.catch_up(arrived).await {
+        let detail = "the shared event store cannot be read now, so an export could lack recent events; retry";
+        return Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", detail));
+    }
     let mut lines = String::new();
     for event in state.histories.all() {
         lines += &serde_json::to_string(&event).map_err(|e| AppError::internal(e.to_string()))?;

@@ -20,7 +20,6 @@ mod tests;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -47,7 +46,7 @@ use experiment::{Arms, MAIN, Online};
 use histories::Histories;
 pub use listener::ConnectionLimits;
 use metrics::Metrics;
-use store::EventStore;
+use store::{EventStore, StoreLocation, Writer};
 
 /// Bounds on what one request may ask and how long it may take.
 #[derive(Clone, Debug)]
@@ -135,8 +134,8 @@ pub struct AppState {
     web_dir: PathBuf,
     device: Device,
     metrics: Arc<Metrics>,
-    /// The event writer's thread: readiness watches it, shutdown joins it.
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The event writer: readiness watches it, shutdown waits for it.
+    writer: Mutex<Option<Writer>>,
 }
 
 impl AppState {
@@ -154,6 +153,8 @@ impl AppState {
 pub struct ServeConfig {
     pub snapshot: PathBuf,
     pub data_dir: PathBuf,
+    /// Where events are kept: the local file in `data_dir`, or PostgreSQL shared by replicas.
+    pub store: StoreLocation,
     pub web_dir: PathBuf,
     pub device: Device,
     pub addr: String,
@@ -207,7 +208,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 impl AppState {
     /// Loads the snapshot, opens the event store and starts the decoding workers.
-    pub fn open(config: &ServeConfig, dataset: Dataset) -> anyhow::Result<Arc<AppState>> {
+    pub async fn open(config: &ServeConfig, dataset: Dataset) -> anyhow::Result<Arc<AppState>> {
         let (catalogue_log, changes) = CatalogueLog::open(&config.data_dir)?;
         let (catalogue, passed) = Catalogue::new(dataset).changed(&changes);
         for reason in passed {
@@ -220,16 +221,15 @@ impl AppState {
         let (store, writer) = {
             let (histories, catalogue, online) = (histories.clone(), catalogue.clone(), online.clone());
             EventStore::open(
+                &config.store,
                 &config.data_dir,
                 Box::new(move |events| {
                     histories.apply(&catalogue, events);
                     online.record(events);
                 }),
-            )?
+            )
+            .await?
         };
-        let stored = store.all()?;
-        histories.apply(&catalogue, &stored);
-        online.record(&stored);
         let served = histories.served(&catalogue);
         let engine = Engine::load(&config.snapshot, catalogue, &served, &config.device)?;
         let secret = auth::load_secret(config.token_secret.as_deref(), &config.data_dir)?;
@@ -271,7 +271,7 @@ pub async fn run(mut config: ServeConfig, dataset: Dataset) -> anyhow::Result<()
     } else {
         false
     };
-    let state = AppState::open(&config, dataset)?;
+    let state = AppState::open(&config, dataset).await?;
     forget_idle_callers(Arc::downgrade(&state));
     let listener = tokio::net::TcpListener::bind(&config.addr)
         .await
@@ -307,7 +307,7 @@ pub async fn run(mut config: ServeConfig, dataset: Dataset) -> anyhow::Result<()
     let writer = state.writer.lock().expect("writer lock").take();
     drop(state);
     if let Some(writer) = writer {
-        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        writer.join().await;
     }
     tracing::info!("stopped; the event store is flushed");
     Ok(())

@@ -58,6 +58,7 @@ fn config(dir: &Path) -> ServeConfig {
     ServeConfig {
         snapshot: f.snapshot.clone(),
         data_dir: dir.join("serve"),
+        store: super::store::StoreLocation::Local,
         web_dir: web,
         device: onerec_core::device::select(onerec_core::device::DeviceChoice::Cpu).unwrap().0,
         addr: "127.0.0.1:0".into(),
@@ -75,11 +76,11 @@ fn config(dir: &Path) -> ServeConfig {
     }
 }
 
-fn open(config: &ServeConfig) -> Arc<AppState> {
+async fn open(config: &ServeConfig) -> Arc<AppState> {
     let f = fixture();
     let args = ["onerec", "serve", "--snapshot", f.snapshot.to_str().unwrap(), "--data", f.data.to_str().unwrap()];
     let Command::Serve(serve) = Cli::try_parse_from(args).unwrap().command else { unreachable!() };
-    AppState::open(config, serve.data.load().unwrap()).unwrap()
+    AppState::open(config, serve.data.load().unwrap()).await.unwrap()
 }
 
 /// One request through the whole router; the status, the headers and the body as JSON (or as a
@@ -127,7 +128,7 @@ async fn errors_the_router_makes_are_json_too() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
     std::fs::remove_file(config.web_dir.join("index.html")).unwrap();
-    let app = router(open(&config));
+    let app = router(open(&config).await);
     for (request, status, code) in [
         (get("/v1/events", Some(KEY)), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         (get("/no/such/file.js", None), StatusCode::NOT_FOUND, "not_found"),
@@ -155,7 +156,7 @@ async fn static_files_stay_inside_the_web_folder() {
     std::fs::write(dir.path().join("outside.txt"), "private").unwrap();
     std::os::unix::fs::symlink(dir.path().join("outside.txt"), web.join("leak.txt")).unwrap();
     std::fs::write(web.join("app.js"), "console.log(1)").unwrap();
-    let app = router(open(&config));
+    let app = router(open(&config).await);
     for uri in ["/.env", "/%2eenv", "/.git/config", "/assets/../.env", "/leak.txt"] {
         let (status, _, body) = call(&app, get(uri, None)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri} must not be served: {body}");
@@ -172,7 +173,7 @@ async fn static_files_stay_inside_the_web_folder() {
 #[tokio::test]
 async fn writes_and_user_reads_need_a_credential_that_covers_the_user() {
     let dir = tempfile::tempdir().unwrap();
-    let state = open(&config(dir.path()));
+    let state = open(&config(dir.path())).await;
     let app = router(state.clone());
     let items = item_ids(&state, 3);
     let alice = json!({"user": "alice"});
@@ -220,7 +221,7 @@ async fn quotas_answer_429_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.quotas = Quotas { key_per_second: 1000, user_per_second: 1000, user_events_per_hour: 5 };
-    let state = open(&config);
+    let state = open(&config).await;
     let app = router(state.clone());
     let items = item_ids(&state, 4);
     assert_eq!(call(&app, post("/v1/events", Some(KEY), events("carol", &items, "c1"))).await.0, StatusCode::OK);
@@ -234,7 +235,7 @@ async fn quotas_answer_429_with_retry_after() {
     let other = tempfile::tempdir().unwrap();
     let mut config = self::config(other.path());
     config.quotas.key_per_second = 1;
-    let app = router(open(&config));
+    let app = router(open(&config).await);
     let statuses: Vec<StatusCode> = {
         let mut out = Vec::new();
         for _ in 0..3 {
@@ -250,7 +251,7 @@ async fn quotas_answer_429_with_retry_after() {
 #[tokio::test]
 async fn history_and_users_come_a_page_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
-    let state = open(&config(dir.path()));
+    let state = open(&config(dir.path())).await;
     let app = router(state.clone());
     let items = item_ids(&state, 5);
     assert_eq!(call(&app, post("/v1/events", Some(KEY), events("erin", &items, "e"))).await.0, StatusCode::OK);
@@ -291,12 +292,12 @@ async fn abandoned_decodes_are_dropped_and_readiness_does_not_queue() {
     // One worker, which gathers the feeds into one batch for 600 ms: long enough to check
     // readiness and to hang up on them before it decodes.
     config.batching = BatchConfig { window: Duration::from_millis(600), max_batch: 64, workers: 1 };
-    let app = router(open(&config));
+    let app = router(open(&config).await);
     let feed = "/v1/feed?k=10&pool=100&beam=512&exclude_seen=false";
     let waiting: Vec<_> = (0..12).map(|_| tokio::spawn(call_owned(app.clone(), get(feed, None)))).collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, _, body) = call(&app, get("/readyz", None)).await;
-    assert_eq!((status, body), (StatusCode::OK, Value::String("ready".into())));
+    assert_eq!((status, &body["status"], &body["store"]["kind"]), (StatusCode::OK, &json!("ready"), &json!("redb")));
     assert!(waiting.iter().filter(|t| !t.is_finished()).count() >= 10, "readiness answered behind the feeds");
     for task in &waiting {
         task.abort();
@@ -341,7 +342,7 @@ async fn a_body_that_does_not_arrive_is_cut_off_and_metrics_need_the_admin_token
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.limits.request_timeout = Duration::from_millis(200);
-    let app = router(open(&config));
+    let app = router(open(&config).await);
     let request = Request::post("/v1/events")
         .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
         .header(header::CONTENT_TYPE, "application/json")
@@ -358,7 +359,7 @@ async fn a_body_that_does_not_arrive_is_cut_off_and_metrics_need_the_admin_token
 #[tokio::test]
 async fn reload_refuses_what_is_not_a_snapshot_without_reading_it() {
     let dir = tempfile::tempdir().unwrap();
-    let app = router(open(&config(dir.path())));
+    let app = router(open(&config(dir.path())).await);
     for path in ["/dev/zero", "/"] {
         let request = post("/admin/reload", Some(ADMIN), json!({ "snapshot": path }));
         let (status, _, body) = call(&app, request).await;
@@ -379,7 +380,7 @@ async fn slow_and_idle_connections_are_closed_and_connections_are_capped() {
     use tokio::net::TcpStream;
 
     let dir = tempfile::tempdir().unwrap();
-    let state = open(&config(dir.path()));
+    let state = open(&config(dir.path())).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let limits = ConnectionLimits { max_connections: 3, header_timeout: Duration::from_millis(300) };
@@ -424,7 +425,7 @@ async fn slow_and_idle_connections_are_closed_and_connections_are_capped() {
 #[tokio::test]
 async fn an_undo_takes_a_like_out_of_what_the_model_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let state = open(&config(dir.path()));
+    let state = open(&config(dir.path())).await;
     let app = router(state.clone());
     let items = item_ids(&state, 2);
     let event = |id: &str, item: &str, kind: &str| json!({"event_id": id, "user": "fay", "item": item, "kind": kind});
@@ -442,7 +443,7 @@ async fn an_undo_takes_a_like_out_of_what_the_model_reads() {
 #[tokio::test]
 async fn a_reload_counts_what_was_chosen_since_in_what_is_popular_now() {
     let dir = tempfile::tempdir().unwrap();
-    let state = open(&config(dir.path()));
+    let state = open(&config(dir.path())).await;
     let app = router(state.clone());
     let items = item_ids(&state, 2);
     // Two hours ago, three users chose one item, and another was shown and skipped more often,
@@ -475,7 +476,7 @@ async fn a_reload_counts_what_was_chosen_since_in_what_is_popular_now() {
 async fn items_added_while_serving_are_recommended_kept_and_retired() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
-    let state = open(&config);
+    let state = open(&config).await;
     let app = router(state.clone());
     let old = state.catalogue().dataset.items.len();
     let twin = |i: usize| {
@@ -561,6 +562,6 @@ async fn items_added_while_serving_are_recommended_kept_and_retired() {
     let restarted = self::config(moved.path());
     std::fs::create_dir_all(&restarted.data_dir).unwrap();
     std::fs::copy(config.data_dir.join("catalogue.jsonl"), restarted.data_dir.join("catalogue.jsonl")).unwrap();
-    let again = router(open(&restarted));
+    let again = router(open(&restarted).await);
     assert_eq!(everything(again).await, ids);
 }

@@ -54,7 +54,12 @@ impl Scan {
             found.push(format!("{} more damaged events", self.damaged.len() - SHOWN));
         }
         let dir = path.parent().unwrap_or(Path::new("."));
-        bail!("{} is damaged: {}; {}", path.display(), found.join("; "), super::advice(dir, "drops what is damaged"))
+        bail!(
+            "{} is damaged: {}; {}",
+            path.display(),
+            found.join("; "),
+            super::local::advice(dir, "drops what is damaged")
+        )
     }
 }
 
