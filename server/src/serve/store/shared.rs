@@ -30,7 +30,9 @@
 //!
 //! LISTEN/NOTIFY would spare that read, but a notification arrives after the commit, on its own
 //! time: a feed that replica B answers right after replica A acknowledged an event could miss it.
-//! The read per request is what gives a user their own events on every replica. A background read
+//! The read per request is what gives a user their own events on every replica, and it is cheap:
+//! reading only when notified was measured to save about 0.4 ms of a feed's p50 with one replica
+//! on a 2-core machine, and nothing visible with two (README, "Scaling out"). A background read
 //! every second keeps an idle replica's counts current and notices when the database is back.
 //!
 //! **When PostgreSQL is down.** Writes are refused with [`StoreError::Unavailable`] (503 and
