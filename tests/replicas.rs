@@ -169,6 +169,16 @@ fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&str>) -> Ans
     Answer { status, retry_after, stale, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
 }
 
+/// The replica's `/metrics` text.
+fn metrics(server: &Server) -> String {
+    let mut answer = client()
+        .get(format!("{}/metrics", server.url))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .call()
+        .unwrap();
+    answer.body_mut().read_to_string().unwrap()
+}
+
 /// Every event id the store holds, through a replica's export.
 fn stored_ids(server: &Server) -> Vec<String> {
     let mut answer = client()
@@ -415,6 +425,9 @@ fn postgres_stopping_mid_load_refuses_writes_serves_stale_feeds_then_heals() {
     let ready = call(&client(), "GET", &format!("{}/readyz", b.url), None);
     assert_eq!((ready.status, &ready.body["store"]["reachable"]), (200, &json!(false)), "{}", ready.body);
     assert!(ready.body["store"]["detail"].is_string(), "{}", ready.body);
+    let down = metrics(&b);
+    assert!(down.contains("onerec_store_reachable{kind=\"postgres\"} 0\n"), "{down}");
+    assert!(!down.contains("onerec_stale_reads_total 0\n"), "{down}");
 
     pg.resume();
     seen.lock().unwrap().clear();
@@ -425,6 +438,7 @@ fn postgres_stopping_mid_load_refuses_writes_serves_stale_feeds_then_heals() {
     }
     let ready = call(&client(), "GET", &format!("{}/readyz", b.url), None);
     assert_eq!(ready.body["store"]["reachable"], json!(true), "{}", ready.body);
+    assert!(metrics(&b).contains("onerec_store_reachable{kind=\"postgres\"} 1\n"));
 
     // Nothing acknowledged was lost, and both replicas hold all of it.
     let acknowledged: HashSet<String> = acknowledged.lock().unwrap().iter().cloned().collect();

@@ -82,6 +82,7 @@ fn feeds_follow_events_and_cold_users_get_a_slate() {
         .unwrap();
     assert!(metrics.contains("onerec_http_requests_total{route=\"/v1/feed\",status=\"200\"}"), "{metrics}");
     assert!(metrics.contains("onerec_decode_batch_size_count"), "{metrics}");
+    assert!(metrics.contains("onerec_store_reachable{kind=\"redb\"} 1\n"), "{metrics}");
     let (_, openapi) = get(&agent, &format!("{}/openapi.json", server.url));
     for route in [
         "/v1/feed",

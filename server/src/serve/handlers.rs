@@ -90,7 +90,7 @@ pub async fn feed(
         )));
     }
     let freshness = match query.user {
-        Some(_) => state.store.catch_up(arrived).await,
+        Some(_) => state.catch_up(arrived).await,
         None => Freshness::Current,
     };
     // The engine first: the history is read with the catalogue its model decodes into.
@@ -286,7 +286,7 @@ pub async fn history(
         None => None,
         Some(c) => Some(c.parse().map_err(|_| AppError::bad_request(format!("cursor {c:?} is not one we gave")))?),
     };
-    let freshness = state.store.catch_up(arrived).await;
+    let freshness = state.catch_up(arrived).await;
     let (events, next) = state
         .histories
         .recent(&state.catalogue(), &id, before, limit)
@@ -434,6 +434,10 @@ pub async fn metrics(State(state): Shared, headers: HeaderMap) -> Result<impl In
 /// `/metrics` without a token, for the separate metrics address.
 pub async fn open_metrics(State(state): Shared) -> impl IntoResponse {
     let mut text = state.metrics.render();
+    let store = state.store.status();
+    text.push_str("# HELP onerec_store_reachable Whether the event store answered its last read or write.\n");
+    text.push_str("# TYPE onerec_store_reachable gauge\n");
+    text += &format!("onerec_store_reachable{{kind=\"{}\"}} {}\n", store.kind, u8::from(store.reachable));
     state.online.render(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
@@ -450,7 +454,7 @@ pub async fn open_metrics(State(state): Shared) -> impl IntoResponse {
 pub async fn export_events(State(state): Shared, headers: HeaderMap) -> Result<impl IntoResponse, AppError> {
     let arrived = Instant::now();
     require_admin(&state, &headers)?;
-    if let Freshness::Stale { .. } = state.store.catch_up(arrived).await {
+    if let Freshness::Stale { .. } = state.catch_up(arrived).await {
         let detail = "the shared event store cannot be read now, so an export could lack recent events; retry";
         return Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", detail));
     }

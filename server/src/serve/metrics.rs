@@ -55,6 +55,7 @@ struct Series {
     decodes_dropped: BTreeMap<&'static str, u64>,
     rate_limited: u64,
     connections_refused: u64,
+    stale_reads: u64,
 }
 
 /// Every series the server exports.
@@ -76,6 +77,7 @@ impl Default for Metrics {
             decodes_dropped: BTreeMap::from([("client_gone", 0), ("deadline", 0)]),
             rate_limited: 0,
             connections_refused: 0,
+            stale_reads: 0,
         };
         Metrics { series: Mutex::new(series), connections_open: AtomicI64::new(0) }
     }
@@ -117,6 +119,12 @@ impl Metrics {
         self.series.lock().expect("metrics lock").connections_refused += 1;
     }
 
+    /// A feed, history or export answered from histories that the shared event store could not
+    /// bring up to date.
+    pub fn observe_stale_read(&self) {
+        self.series.lock().expect("metrics lock").stale_reads += 1;
+    }
+
     /// The exposition text.
     pub fn render(&self) -> String {
         let s = self.series.lock().expect("metrics lock");
@@ -155,6 +163,11 @@ impl Metrics {
         out.push_str("# HELP onerec_connections_refused_total Connections refused at the connection cap.\n");
         out.push_str("# TYPE onerec_connections_refused_total counter\n");
         let _ = writeln!(out, "onerec_connections_refused_total {}", s.connections_refused);
+        out.push_str(
+            "# HELP onerec_stale_reads_total Answers read from histories the shared event store could not update.\n",
+        );
+        out.push_str("# TYPE onerec_stale_reads_total counter\n");
+        let _ = writeln!(out, "onerec_stale_reads_total {}", s.stale_reads);
         out
     }
 }

@@ -144,6 +144,16 @@ impl AppState {
         self.arms.main().catalogue.clone()
     }
 
+    /// Brings the histories up to every event stored before `arrived` (on any replica), counting
+    /// the answers that must make do without.
+    async fn catch_up(&self, arrived: Instant) -> store::Freshness {
+        let freshness = self.store.catch_up(arrived).await;
+        if freshness != store::Freshness::Current {
+            self.metrics.observe_stale_read();
+        }
+        freshness
+    }
+
     fn writer_alive(&self) -> bool {
         self.writer.lock().expect("writer lock").as_ref().is_some_and(|w| !w.is_finished())
     }
