@@ -92,8 +92,32 @@ pub fn log_softmax_rows(values: &mut [f32], width: usize) {
     values.par_chunks_mut(width.max(1)).for_each(row_log_softmax);
 }
 
-/// The fastest log-softmax of one row this CPU runs: built for AVX2 with FMA where the CPU has
-/// them (checked at run time, as the portable build targets SSE2 only), else the portable one.
+/// Softmax cross-entropy of row-major `rows × width` logits against one target column per row:
+/// returns `Σ_rows −ln softmax(row)[target]` and leaves in each row its gradient,
+/// `softmax(row) − onehot(target)`. One sweep of exponentials, rows spread over the threads.
+pub fn softmax_cross_entropy_rows(values: &mut [f32], width: usize, targets: &[usize]) -> f64 {
+    let row_cross_entropy = softmax_cross_entropy_kernel();
+    values.par_chunks_mut(width.max(1)).zip(targets).map(|(row, &target)| row_cross_entropy(row, target) as f64).sum()
+}
+
+/// `$kernel` built for AVX2 with FMA where the CPU has them (checked at run time, as the
+/// portable build targets SSE2 only), else the portable build, as a function pointer.
+macro_rules! fastest_build {
+    ($kernel:ident($($arg:ident: $ty:ty),*) -> $out:ty) => {{
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) -> $out {
+                $kernel($($arg),*)
+            }
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return |$($arg),*| unsafe { avx2($($arg),*) };
+        }
+        $kernel
+    }};
+}
+
+/// The fastest log-softmax of one row this CPU runs.
 ///
 /// A beam step takes the log-softmax of every beam row, and with libm's scalar `expf` that was a
 /// sixth of a batched decode (`perf` over `onerec bench decode`). `wide`'s `f32x8::exp` only
@@ -101,22 +125,18 @@ pub fn log_softmax_rows(values: &mut [f32], width: usize) {
 /// [`exp_non_positive`] is written so that the compiler vectorises the whole row: 1.3 ns an
 /// element on SSE2, 0.8 with AVX2 and FMA.
 pub fn log_softmax_kernel() -> fn(&mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2(row: &mut [f32]) {
-            log_softmax_row(row)
-        }
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        return |row| unsafe { avx2(row) };
-    }
-    log_softmax_row
+    fastest_build!(log_softmax_row(row: &mut [f32]) -> ())
 }
 
+/// The fastest build of [`softmax_cross_entropy_row`] this CPU runs.
+fn softmax_cross_entropy_kernel() -> fn(&mut [f32], usize) -> f32 {
+    fastest_build!(softmax_cross_entropy_row(row: &mut [f32], target: usize) -> f32)
+}
+
+/// The largest value of a row, in eight independent lanes: one long chain of dependent
+/// comparisons would not vectorise.
 #[inline(always)]
-fn log_softmax_row(row: &mut [f32]) {
-    // Eight independent lanes for the maximum and the sum: one long chain of dependent
-    // operations would not vectorise.
+fn row_max(row: &[f32]) -> f32 {
     let (lanes, tail) = row.as_chunks::<8>();
     let mut max = [f32::NEG_INFINITY; 8];
     for lane in lanes {
@@ -124,7 +144,13 @@ fn log_softmax_row(row: &mut [f32]) {
             *m = if x > *m { x } else { *m };
         }
     }
-    let max = max.into_iter().chain(tail.iter().copied()).fold(f32::NEG_INFINITY, f32::max);
+    max.into_iter().chain(tail.iter().copied()).fold(f32::NEG_INFINITY, f32::max)
+}
+
+#[inline(always)]
+fn log_softmax_row(row: &mut [f32]) {
+    let max = row_max(row);
+    let (lanes, tail) = row.as_chunks::<8>();
     let mut sum = [0f32; 8];
     for lane in lanes {
         for (s, &x) in sum.iter_mut().zip(lane) {
@@ -134,6 +160,30 @@ fn log_softmax_row(row: &mut [f32]) {
     let sum = sum.iter().sum::<f32>() + tail.iter().map(|&x| exp_non_positive(x - max)).sum::<f32>();
     let log_z = max + sum.ln();
     row.iter_mut().for_each(|x| *x -= log_z);
+}
+
+/// `−ln softmax(row)[target]`, leaving `softmax(row) − onehot(target)` in the row.
+#[inline(always)]
+fn softmax_cross_entropy_row(row: &mut [f32], target: usize) -> f32 {
+    let max = row_max(row);
+    let target_logit = row[target];
+    let (lanes, tail) = row.as_chunks_mut::<8>();
+    let mut sum = [0f32; 8];
+    for lane in lanes {
+        for (s, x) in sum.iter_mut().zip(lane) {
+            *x = exp_non_positive(*x - max);
+            *s += *x;
+        }
+    }
+    let mut sum = sum.iter().sum::<f32>();
+    for x in tail {
+        *x = exp_non_positive(*x - max);
+        sum += *x;
+    }
+    let inverse = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inverse);
+    row[target] -= 1.0;
+    sum.ln() - (target_logit - max)
 }
 
 /// `eˣ` for `x ≤ 0`, within about 2 ulp, from operations that vectorise on SSE2: `2ⁿ · p(r)` with
@@ -317,6 +367,37 @@ mod tests {
                 for (&x, &g) in row.iter().zip(got) {
                     assert!((g as f64 - (x as f64 - log_z)).abs() < 1e-5, "width {width}: {g} vs {}", x as f64 - log_z);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_cross_entropy_rows_matches_the_scalar_formula() {
+        for width in [1usize, 5, 8, 13, 256] {
+            let values: Vec<f32> = (0..3 * width).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.9).collect();
+            let targets: Vec<usize> = (0..3).map(|r| (r * 7) % width).collect();
+            let mut picked = values.clone();
+            let picked_loss = softmax_cross_entropy_rows(&mut picked, width, &targets);
+            let mut portable = values.clone();
+            let portable_loss: f64 = portable
+                .chunks_mut(width)
+                .zip(&targets)
+                .map(|(row, &t)| softmax_cross_entropy_row(row, t) as f64)
+                .sum();
+            let mut want_loss = 0.0;
+            for (r, row) in values.chunks(width).enumerate() {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let log_z = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+                want_loss += log_z - row[targets[r]] as f64;
+                for (c, &x) in row.iter().enumerate() {
+                    let want = (x as f64 - log_z).exp() - if c == targets[r] { 1.0 } else { 0.0 };
+                    for got in [picked[r * width + c], portable[r * width + c]] {
+                        assert!((got as f64 - want).abs() < 1e-6, "width {width}: {got} vs {want}");
+                    }
+                }
+            }
+            for loss in [picked_loss, portable_loss] {
+                assert!((loss - want_loss).abs() < 1e-4 * want_loss.max(1.0), "width {width}: {loss} vs {want_loss}");
             }
         }
     }

@@ -11,7 +11,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::{ModelConfig, ReGlu};
+use super::{ModelConfig, ReGlu, cross_entropy_sum};
 use crate::decode::CodeStepper;
 #[cfg(feature = "wgpu")]
 use crate::decode::{Candidate, Frontier, select_on_host};
@@ -87,17 +87,34 @@ impl IdHead {
     /// `[rows, d_model]` and IDs `[rows, levels]`.
     pub fn sequence_log_probs(&self, states: Tensor<2>, ids: Tensor<2, Int>) -> Tensor<1> {
         let [rows, _] = ids.dims();
-        let mut u = states;
-        let mut total = Tensor::<1>::zeros([rows], &u.device());
-        for level in 0..self.levels() {
-            let codes = ids.clone().narrow(1, level, 1);
-            let log_probs = log_softmax(self.logits(level, u.clone()), 1);
-            total = total + log_probs.gather(1, codes.clone()).reshape([rows]);
-            if level + 1 < self.levels() {
-                u = self.follow(level, u, codes.reshape([rows]));
-            }
+        let mut total = Tensor::<1>::zeros([rows], &states.device());
+        for (logits, codes) in self.teacher_forced(states, ids) {
+            total = total + log_softmax(logits, 1).gather(1, codes.reshape([rows, 1])).reshape([rows]);
         }
         total
+    }
+
+    /// `Σ_rows −log π(ID)`, `[1]`: the training loss's sum, with the gradient of each level's
+    /// softmax written out ([`cross_entropy_sum`]).
+    pub fn cross_entropy_sum(&self, states: Tensor<2>, ids: Tensor<2, Int>) -> Tensor<1> {
+        let levels =
+            self.teacher_forced(states, ids).into_iter().map(|(logits, codes)| cross_entropy_sum(logits, codes));
+        levels.reduce(|a, b| a + b).expect("an ID has at least one level")
+    }
+
+    /// Each level's logits for rows that chose the IDs' earlier codes, with the codes they chose.
+    fn teacher_forced(&self, states: Tensor<2>, ids: Tensor<2, Int>) -> Vec<(Tensor<2>, Tensor<1, Int>)> {
+        let [rows, _] = ids.dims();
+        let mut u = states;
+        let mut levels = Vec::with_capacity(self.levels());
+        for level in 0..self.levels() {
+            let codes = ids.clone().narrow(1, level, 1).reshape([rows]);
+            levels.push((self.logits(level, u.clone()), codes.clone()));
+            if level + 1 < self.levels() {
+                u = self.follow(level, u, codes);
+            }
+        }
+        levels
     }
 
     /// Log-probabilities of the next code after each prefix (all of one length), `[rows, vocabulary]`.

@@ -507,8 +507,7 @@ impl OneRec {
         let targets = batch.targets.clone().expect("a training batch has targets");
         let (states, loads) = self.encode(batch);
         let [count, levels] = targets.codes.dims();
-        let ids =
-            self.head.sequence_log_probs(states.clone(), targets.codes).sum().neg() / (count.max(1) * levels) as f32;
+        let ids = self.head.cross_entropy_sum(states.clone(), targets.codes) / (count.max(1) * levels) as f32;
         let items = cross_entropy_sum(self.item_scores(states), targets.items);
         (ids + items / count.max(1) as f32, loads)
     }

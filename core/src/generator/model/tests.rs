@@ -169,7 +169,8 @@ fn a_window_query_reads_the_trend_its_prefix_is_served_with() {
 }
 
 /// The teacher-forced log π(ID) that training and alignment differentiate is the sum of the
-/// step-by-step log-probabilities beam search reads, code by code.
+/// step-by-step log-probabilities beam search reads, code by code, and the training loss is its
+/// negative sum.
 #[test]
 fn teacher_forced_id_log_probs_are_the_sum_of_stepwise_ones() {
     let _rng = crate::test_fixtures::device_rng();
@@ -184,7 +185,11 @@ fn teacher_forced_id_log_probs_are_the_sum_of_stepwise_ones() {
     let flat: Vec<i64> = chosen.iter().flatten().map(|&c| c as i64).collect();
     let levels = ids.id_len();
     let codes = Tensor::<2, Int>::from_data(TensorData::new(flat, [3, levels]), &device);
-    let forced: Vec<f32> = model.head().sequence_log_probs(states.clone(), codes).into_data().try_to_vec().unwrap();
+    let forced: Vec<f32> =
+        model.head().sequence_log_probs(states.clone(), codes.clone()).into_data().try_to_vec().unwrap();
+    // The training loss's sum is the same quantity, with its gradients written out.
+    let loss = model.head().cross_entropy_sum(states.clone(), codes).into_scalar::<f32>();
+    assert!((loss + forced.iter().sum::<f32>()).abs() < 1e-4, "loss {loss}, log-probs {forced:?}");
     for (row, id) in chosen.iter().enumerate() {
         let state = states.clone().narrow(0, row, 1);
         let stepwise: f32 = (0..levels)
