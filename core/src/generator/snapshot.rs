@@ -25,7 +25,7 @@ pub struct Snapshot {
     pub training: TrainReport,
 }
 
-const FORMAT: Format = Format { magic: b"ONRECSNP", version: 6, kind: "snapshot" };
+const FORMAT: Format = Format { magic: b"ONRECSNP", version: 7, kind: "snapshot" };
 
 impl Snapshot {
     /// Packs a model's parameters with its configuration and tokenizer.

@@ -224,7 +224,7 @@ struct Checkpoint {
     step: usize,
 }
 
-const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 6, kind: "training checkpoint" };
+const CHECKPOINT: Format = Format { magic: b"ONRECCKP", version: 7, kind: "training checkpoint" };
 
 /// Trains a model from scratch, from `init` (the weights of a model of `model_config`, to
 /// fine-tune it), or from the checkpoint when resuming; returns the weights of the epoch with the

@@ -51,7 +51,7 @@ impl IdHead {
                 .iter()
                 .map(|&v| Level {
                     norm: RmsNormConfig::new(d).init(device),
-                    ffn: ReGlu::new(d, config.d_ff, device),
+                    ffn: ReGlu::new(d, config.head_d_ff, device),
                     out_norm: RmsNormConfig::new(d).init(device),
                     bias: Param::from_tensor(Tensor::zeros([v], device)),
                 })

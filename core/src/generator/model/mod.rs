@@ -71,8 +71,10 @@ pub struct ModelConfig {
     pub heads: usize,
     /// Causal blocks over the stream.
     pub layers: usize,
-    /// Hidden width of each ReGLU (expert or head).
+    /// Hidden width of each expert's ReGLU.
     pub d_ff: usize,
+    /// Hidden width of each ID-head level's ReGLU.
+    pub head_d_ff: usize,
     /// Experts E of each block's MoE layer (1 = dense).
     pub experts: usize,
     /// Experts each token is routed to.
@@ -120,16 +122,20 @@ impl ModelConfig {
         semantic_levels: usize,
         item_embedding_dim: usize,
     ) -> Self {
-        let (d_model, heads, layers, d_ff, experts, top_k, short_len, positive_len, lifelong, dropout) = match preset {
-            Preset::Tiny => (32, 2, 2, 64, 2, 1, 8, 8, 4, 0.0),
-            Preset::Small => (64, 2, 2, 128, 4, 1, 50, 20, 16, 0.5),
-            Preset::Base => (512, 8, 4, 1024, 8, 2, 200, 256, 32, 0.1),
-        };
+        // Small: the ID head at half the experts' width, and 10 positives and 8 lifelong groups
+        // before the recent window, for training speed; see the README's quality table.
+        let (d_model, heads, layers, d_ff, head_d_ff, experts, top_k, short_len, positive_len, lifelong, dropout) =
+            match preset {
+                Preset::Tiny => (32, 2, 2, 64, 64, 2, 1, 8, 8, 4, 0.0),
+                Preset::Small => (64, 2, 2, 128, 64, 4, 1, 50, 10, 8, 0.5),
+                Preset::Base => (512, 8, 4, 1024, 1024, 8, 2, 200, 256, 32, 0.1),
+            };
         ModelConfig {
             d_model,
             heads,
             layers,
             d_ff,
+            head_d_ff,
             experts,
             top_k,
             dropout,
@@ -166,7 +172,7 @@ impl ModelConfig {
         let glu = 3 * d * self.d_ff;
         let moe = self.experts * glu + if self.experts > 1 { d * self.experts + self.experts } else { 0 };
         let blocks = self.layers * (2 * d + attention + moe) + d;
-        let head: usize = self.level_sizes.iter().map(|v| 2 * d + glu + v).sum();
+        let head: usize = self.level_sizes.iter().map(|v| 2 * d + 3 * d * self.head_d_ff + v).sum();
         let item_score = d;
         let trend = if self.trend.is_some() { d * d } else { 0 };
         embeddings + lifelong + blocks + head + item_score + trend
@@ -183,13 +189,14 @@ impl ModelConfig {
     pub fn decode_flops(&self, beam: usize) -> f64 {
         let (d, t) = (self.d_model as f64, self.stream_len() as f64);
         let glu = 2.0 * 3.0 * d * self.d_ff as f64;
+        let head_glu = 2.0 * 3.0 * d * self.head_d_ff as f64;
         let router = if self.experts > 1 { 2.0 * d * self.experts as f64 } else { 0.0 };
         let block = 2.0 * 4.0 * t * d * d + 2.0 * 2.0 * t * t * d + t * (self.top_k as f64 * glu + router);
         let head: f64 = self
             .level_sizes
             .iter()
             .enumerate()
-            .map(|(level, &v)| if level == 0 { 1.0 } else { beam as f64 } * (glu + 2.0 * d * v as f64))
+            .map(|(level, &v)| if level == 0 { 1.0 } else { beam as f64 } * (head_glu + 2.0 * d * v as f64))
             .sum();
         self.layers as f64 * block + head + beam as f64 * 2.0 * d
     }
