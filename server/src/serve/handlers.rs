@@ -433,11 +433,7 @@ pub async fn metrics(State(state): Shared, headers: HeaderMap) -> Result<impl In
 
 /// `/metrics` without a token, for the separate metrics address.
 pub async fn open_metrics(State(state): Shared) -> impl IntoResponse {
-    let mut text = state.metrics.render();
-    let store = state.store.status();
-    text.push_str("# HELP onerec_store_reachable Whether the event store answered its last read or write.\n");
-    text.push_str("# TYPE onerec_store_reachable gauge\n");
-    text += &format!("onerec_store_reachable{{kind=\"{}\"}} {}\n", store.kind, u8::from(store.reachable));
+    let mut text = state.metrics.render(&state.store.status());
     state.online.render(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

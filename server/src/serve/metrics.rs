@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use super::store::StoreStatus;
+
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
@@ -125,8 +127,8 @@ impl Metrics {
         self.series.lock().expect("metrics lock").stale_reads += 1;
     }
 
-    /// The exposition text.
-    pub fn render(&self) -> String {
+    /// The exposition text, with the event store's reachability as a gauge.
+    pub fn render(&self, store: &StoreStatus) -> String {
         let s = self.series.lock().expect("metrics lock");
         let mut out = String::new();
         out.push_str("# HELP onerec_http_requests_total HTTP requests by route and status.\n");
@@ -168,6 +170,9 @@ impl Metrics {
         );
         out.push_str("# TYPE onerec_stale_reads_total counter\n");
         let _ = writeln!(out, "onerec_stale_reads_total {}", s.stale_reads);
+        out.push_str("# HELP onerec_store_reachable Whether the event store answered its last read or write.\n");
+        out.push_str("# TYPE onerec_store_reachable gauge\n");
+        let _ = writeln!(out, "onerec_store_reachable{{kind=\"{}\"}} {}", store.kind, u8::from(store.reachable));
         out
     }
 }
@@ -183,7 +188,7 @@ mod tests {
         metrics.observe_request("/v1/feed", 200, Duration::from_millis(30));
         metrics.observe_request("/v1/feed", 404, Duration::from_millis(1));
         metrics.observe_batch(3, Duration::from_millis(2));
-        let text = metrics.render();
+        let text = metrics.render(&StoreStatus { kind: "redb", reachable: false, detail: None });
         assert!(text.contains("onerec_http_requests_total{route=\"/v1/feed\",status=\"200\"} 2\n"), "{text}");
         assert!(text.contains("onerec_http_requests_total{route=\"/v1/feed\",status=\"404\"} 1\n"));
         // 1 ms and 3 ms are ≤ 5 ms; 30 ms is not (buckets count everything at or below them).
@@ -193,5 +198,6 @@ mod tests {
         assert!(text.contains("onerec_decode_batch_size_bucket{le=\"2\"} 0\n"));
         assert!(text.contains("onerec_decode_batch_size_bucket{le=\"4\"} 1\n"));
         assert!(text.contains("onerec_decode_batch_size_sum 3\n"));
+        assert!(text.contains("onerec_store_reachable{kind=\"redb\"} 0\n"));
     }
 }

@@ -418,7 +418,7 @@ async fn slow_and_idle_connections_are_closed_and_connections_are_capped() {
     let mut again = TcpStream::connect(addr).await.unwrap();
     again.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
     assert!(read_to_close(&mut again).await.unwrap().starts_with("HTTP/1.1 200"));
-    let metrics = state.metrics.render();
+    let metrics = state.metrics.render(&state.store.status());
     assert!(metrics.contains("onerec_connections_refused_total 1\n"), "{metrics}");
 }
 
