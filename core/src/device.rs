@@ -25,6 +25,12 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
+/// Whether tensors on `device` live in host memory (burn Flex), where our own kernels can work on
+/// their buffers in place of a chain of tensor operations.
+pub fn is_host(device: &Device) -> bool {
+    *device == Device::flex()
+}
+
 /// Resolves the choice to a device and a line describing it for the log: the adapter chosen, or
 /// why there is none. `auto` takes only a hardware GPU: a software rasteriser (such as Mesa's
 /// lavapipe) is slower than Flex on the CPU.

@@ -13,13 +13,13 @@
 //! exponential one libm call at a time: `perf` over `onerec bench train` put them at a quarter of
 //! a training step on MovieLens-100K. On a GPU the tensor form stays, so the logits stay there.
 
-use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::linalg::softmax_cross_entropy_rows;
 
 /// `Σ_rows −ln softmax(logits)[row, targets[row]]`, `[1]`, differentiable in `logits`.
 pub fn cross_entropy_sum(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-    let form = if logits.device() == Device::flex() { on_host } else { as_tensors };
+    let form = if crate::device::is_host(&logits.device()) { on_host } else { as_tensors };
     with_gradient_from(logits, targets, form)
 }
 
@@ -57,8 +57,8 @@ fn as_tensors(z: Tensor<2>, targets: Tensor<1, Int>) -> (Tensor<1>, Tensor<2>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
     use burn::tensor::activation::log_softmax;
+    use burn::tensor::{Device, Distribution};
 
     /// Value and gradient of both forms against autodiff through `log_softmax`, on logits large
     /// enough that a missing max shift would overflow.

@@ -488,7 +488,7 @@ impl OneRec {
     /// On the CPU, the ID head prepared for decoding on host buffers ([`IdHead::prepare`]);
     /// `None` on a GPU, where the beam's selection runs on the device.
     pub fn host_head(&self) -> Option<HostHead> {
-        (self.positions.weight.device() == Device::flex()).then(|| self.head.prepare())
+        crate::device::is_host(&self.positions.weight.device()).then(|| self.head.prepare())
     }
 
     /// Scores of every catalogue item for query states `[rows, d_model]`: `[rows, items]`.
