@@ -14,6 +14,7 @@
 mod format;
 mod inspect;
 mod local;
+mod queue;
 mod shared;
 
 pub use inspect::{CheckReport, Damaged, RepairReport, check, read_events, repair, store_path};

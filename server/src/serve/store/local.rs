@@ -38,28 +38,22 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::mpsc;
 use std::thread;
 
 use anyhow::bail;
 use onerec_core::api::{EventsStored, UserEvent};
 use redb::ReadableTable;
-use tokio::sync::oneshot;
 
 use super::format::{self, AckRecord, Db, EVENT_COUNT, EVENT_IDS, EVENTS, META, NEXT_SEQ, frame};
 use super::inspect::{self, store_path};
+use super::queue::{self, Jobs, Queue, WriteJob};
 use super::{OnCommit, StoreError};
-
-struct WriteJob {
-    events: Vec<UserEvent>,
-    reply: oneshot::Sender<Result<EventsStored, StoreError>>,
-}
 
 /// Handle to the store; cheap to clone. Dropping every handle lets the writer finish what is
 /// queued and stop.
 #[derive(Clone)]
 pub struct LocalStore {
-    jobs: mpsc::Sender<WriteJob>,
+    jobs: Jobs,
 }
 
 impl LocalStore {
@@ -111,7 +105,7 @@ impl LocalStore {
         AckRecord::write(&ack_path, next_seq)?;
         let ack = AckRecord::open(&ack_path)?;
         on_commit(&inspect::scan(&db, &path)?.verified(&path)?);
-        let (jobs, queue) = mpsc::channel();
+        let (jobs, queue) = queue::queue();
         let writer = thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || write_loop(&db, &path, &ack, queue, on_commit))?;
@@ -121,10 +115,7 @@ impl LocalStore {
     /// Appends a batch durably; resolves once it is fsynced. Events whose id is already stored
     /// are counted as duplicates and left alone.
     pub async fn append(&self, events: Vec<UserEvent>) -> Result<EventsStored, StoreError> {
-        let stopped = || StoreError::Failed("the event writer has stopped".into());
-        let (reply, done) = oneshot::channel();
-        self.jobs.send(WriteJob { events, reply }).map_err(|_| stopped())?;
-        done.await.map_err(|_| stopped())?
+        self.jobs.append(events).await
     }
 }
 
@@ -138,29 +129,24 @@ pub(super) fn advice(dir: &Path, repair_does: &str) -> String {
     )
 }
 
-fn write_loop(db: &Db, path: &Path, ack: &AckRecord, queue: mpsc::Receiver<WriteJob>, on_commit: OnCommit) {
-    while let Ok(first) = queue.recv() {
-        let mut jobs = vec![first];
-        jobs.extend(queue.try_iter());
+fn write_loop(db: &Db, path: &Path, ack: &AckRecord, mut queue: Queue, on_commit: OnCommit) {
+    while let Some(jobs) = queue.blocking_next_group() {
         let written = catch_unwind(AssertUnwindSafe(|| write_batch(db, &jobs)))
             .unwrap_or_else(|_| Err("redb panicked; the file may be damaged".to_string()));
-        match written {
+        let counts = match written {
             Ok(committed) => {
                 if let Err(e) = ack.record(committed.next_seq) {
                     tracing::error!("cannot update the acknowledgement record of {}: {e}", path.display());
                 }
                 on_commit(&committed.fresh);
-                for (job, count) in jobs.into_iter().zip(committed.counts) {
-                    let _ = job.reply.send(Ok(count));
-                }
+                Ok(committed.counts)
             }
             Err(e) => {
                 tracing::error!("event store {} write failed: {e}", path.display());
-                for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Failed(format!("the event store could not write: {e}"))));
-                }
+                Err(StoreError::Failed(format!("the event store could not write: {e}")))
             }
-        }
+        };
+        queue::answer(jobs, counts);
     }
 }
 

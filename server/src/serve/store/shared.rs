@@ -47,9 +47,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use onerec_core::api::{EventsStored, StoredEvent, UserEvent};
-use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
+use super::queue::{self, Jobs, Queue, WriteJob};
 use super::{Freshness, OnCommit, StoreError, StoreStatus};
 
 /// The schema, one migration per version. Never change one that has shipped: add the next.
@@ -92,13 +92,8 @@ const READ: &str = "SELECT seq, user_id, event::text FROM onerec_events WHERE se
 /// Handle to the shared store; cheap to clone.
 #[derive(Clone)]
 pub struct SharedStore {
-    jobs: mpsc::UnboundedSender<WriteJob>,
+    jobs: Jobs,
     feed: Arc<Feed>,
-}
-
-struct WriteJob {
-    events: Vec<UserEvent>,
-    reply: oneshot::Sender<Result<EventsStored, StoreError>>,
 }
 
 impl SharedStore {
@@ -126,16 +121,13 @@ impl SharedStore {
             progress.read_at = Some(sent);
         }
         read_in_background(Arc::downgrade(&feed));
-        let (jobs, queue) = mpsc::unbounded_channel();
+        let (jobs, queue) = queue::queue();
         let writer = tokio::spawn(write_loop(pool, feed.clone(), queue));
         Ok((SharedStore { jobs, feed }, writer))
     }
 
     pub async fn append(&self, events: Vec<UserEvent>) -> Result<EventsStored, StoreError> {
-        let stopped = || StoreError::Failed("the event writer has stopped".into());
-        let (reply, done) = oneshot::channel();
-        self.jobs.send(WriteJob { events, reply }).map_err(|_| stopped())?;
-        done.await.map_err(|_| stopped())?
+        self.jobs.append(events).await
     }
 
     pub async fn catch_up(&self, asked: Instant) -> Freshness {
@@ -200,12 +192,8 @@ async fn apply_migrations(client: &mut Client) -> anyhow::Result<(usize, usize)>
 
 /// Takes every batch that is waiting, writes them in one transaction, brings this replica's
 /// caches up to date, and acknowledges them.
-async fn write_loop(pool: Pool, feed: Arc<Feed>, mut queue: mpsc::UnboundedReceiver<WriteJob>) {
-    while let Some(first) = queue.recv().await {
-        let mut jobs = vec![first];
-        while let Ok(job) = queue.try_recv() {
-            jobs.push(job);
-        }
+async fn write_loop(pool: Pool, feed: Arc<Feed>, mut queue: Queue) {
+    while let Some(jobs) = queue.next_group().await {
         let written = tokio::time::timeout(WRITE_TIMEOUT, write(&pool, &jobs)).await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(format!(
                 "PostgreSQL did not commit within {} s; the events may or may not be stored, and a retry with the \
@@ -213,16 +201,13 @@ async fn write_loop(pool: Pool, feed: Arc<Feed>, mut queue: mpsc::UnboundedRecei
                 WRITE_TIMEOUT.as_secs()
             )))
         });
-        match written {
-            Ok(counts) => {
-                // A client's own events are in this replica's caches before it hears they are stored.
+        match &written {
+            // A client's own events are in this replica's caches before it hears they are stored.
+            Ok(_) => {
                 feed.read(Instant::now()).await;
-                for (job, count) in jobs.into_iter().zip(counts) {
-                    let _ = job.reply.send(Ok(count));
-                }
             }
             Err(e) => {
-                let why = match &e {
+                let why = match e {
                     StoreError::Unavailable(why) => {
                         feed.failed(why.clone());
                         why
@@ -230,11 +215,9 @@ async fn write_loop(pool: Pool, feed: Arc<Feed>, mut queue: mpsc::UnboundedRecei
                     StoreError::Failed(why) => why,
                 };
                 tracing::error!("PostgreSQL event store write failed: {why}");
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
             }
         }
+        queue::answer(jobs, written);
     }
 }
 
