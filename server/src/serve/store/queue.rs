@@ -2,8 +2,11 @@
 //! the writer takes every batch waiting, commits them in one transaction (one fsync, or one round
 //! trip to PostgreSQL, for all of them), and answers each with its own counts.
 //!
-//! The queue is unbounded, but every batch in it has a request waiting on its answer, so it never
-//! holds more batches than the server has connections open, and those are capped.
+//! The channel is unbounded, but what reaches it is not: every batch comes from a request that
+//! passed the credential layer, its quota and the server's concurrency limit, and within the body
+//! limit. A request that times out or whose client leaves still leaves its batch, which the next
+//! group takes, so the queue holds at most the limit's worth plus what was abandoned during one
+//! commit.
 
 use onerec_core::api::{EventsStored, UserEvent};
 use tokio::sync::{mpsc, oneshot};
