@@ -638,7 +638,9 @@ impl Bytes {
             return Ok(());
         }
         // onerec's patch: a buffer the allocator already aligned is kept as it is. Its reported
-        // alignment stays the declared one, so `try_into_vec::<E>` still refuses what it must.
+        // alignment stays the declared one (it is the layout the buffer is freed with), so
+        // `try_into_vec::<E>` still refuses what it must, and a clone is aligned as the allocator
+        // aligns that layout rather than to `align`.
         if let Ok(memory) = self.controller.memory(AccessPolicy::default()) {
             if memory.as_ptr().align_offset(align) == 0 {
                 return Ok(());
