@@ -139,7 +139,19 @@ fn tiny_model_trains_and_beats_popularity() {
     assert!(epochs >= 1);
     assert_eq!(sibling(".history.csv").lines().count(), 1 + epochs);
     assert_eq!(sibling(".curve.svg").matches("<polyline").count(), 2);
-    let report = onerec_json(&["eval", "--data", path(&data), "--snapshot", path(&snap), "--device", "cpu", "--json"]);
+    let ranks = dir.path().join("ranks.csv");
+    let report = onerec_json(&[
+        "eval",
+        "--data",
+        path(&data),
+        "--snapshot",
+        path(&snap),
+        "--device",
+        "cpu",
+        "--ranks",
+        path(&ranks),
+        "--json",
+    ]);
     assert_eq!(report["legality"], 1.0);
     let ndcg = |part: &str| report[part][1]["metrics"]["ndcg@10"].as_f64().unwrap();
     assert_eq!(report["ranking"][1]["stage"], "test");
@@ -149,6 +161,18 @@ fn tiny_model_trains_and_beats_popularity() {
         ndcg("ranking"),
         ndcg("popularity")
     );
+    // The per-user ranks are the ones the means were computed from.
+    let ranks = std::fs::read_to_string(&ranks).unwrap();
+    for (ranker, part) in [("model", "ranking"), ("popularity", "popularity")] {
+        let rows: Vec<f64> = ranks
+            .lines()
+            .filter(|l| l.starts_with(&format!("{ranker},test,")))
+            .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(rows.len() as u64, report[part][1]["users"].as_u64().unwrap());
+        let from_ranks = rows.iter().map(|&r| if r <= 10.0 { 1.0 / (r + 1.0).log2() } else { 0.0 }).sum::<f64>();
+        assert!((from_ranks / rows.len() as f64 - ndcg(part)).abs() < 1e-9, "{ranker}");
+    }
 
     // A snapshot cannot be evaluated against another catalogue, and a damaged one is refused.
     let other = dir.path().join("other");

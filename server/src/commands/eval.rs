@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use clap::Args;
+use onerec_core::codec;
 use onerec_core::data::SplitRule;
 use onerec_core::decode::Decoding;
 use onerec_core::device::{self, DeviceChoice};
@@ -39,6 +40,10 @@ pub struct EvalArgs {
     /// Decode without the trie (the free policy), to measure how legal it is.
     #[arg(long)]
     pub unconstrained: bool,
+    /// Also write each user's target and its rank, per ranker and stage, to this CSV file
+    /// (`ranker,stage,user,item,rank`): what a paired comparison of two models needs.
+    #[arg(long)]
+    pub ranks: Option<PathBuf>,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -124,6 +129,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             })
             .to_vec(),
     };
+    if let Some(path) = &args.ranks {
+        let model = generator.iter().flat_map(|g| &g.ranking).map(|r| ("model", r));
+        let baselines = popularity
+            .iter()
+            .map(|r| ("popularity", r))
+            .chain(recent_popularity.iter().map(|r| ("recent_popularity", r)));
+        let csv = eval::ranks_csv(&dataset, &model.chain(baselines).collect::<Vec<_>>());
+        codec::write_atomic(path, csv.as_bytes())?;
+    }
     let report =
         Report { dataset: dataset.name.clone(), generator, popularity, recent_popularity, split: dataset.split_rule };
     print_report(&report, args.json)
