@@ -186,6 +186,21 @@ impl Dataset {
         }
     }
 
+    /// Puts each run of a user's training events that share a timestamp in a random order. A log
+    /// records the order of events logged in the same second only as its file order (MovieLens
+    /// stores a page of ratings under one second), which says nothing about the user; a model
+    /// trained on one fixed order learns it as if it were a sequence. Training reshuffles the runs
+    /// every epoch, so the model learns the set. Held-out events stay where they are.
+    pub fn shuffle_training_ties(&mut self, rng: &mut impl rand::Rng) {
+        use rand::seq::SliceRandom;
+        for u in 0..self.n_users() {
+            let (start, train) = (self.user_start[u], self.split(u as UserIdx).train.len());
+            for run in self.events[start..start + train].chunk_by_mut(|a, b| a.timestamp == b.timestamp) {
+                run.shuffle(rng);
+            }
+        }
+    }
+
     /// The training part of every user's sequence, for statistics that must not see held-out events.
     pub fn train_sequences(&self) -> impl Iterator<Item = &[Event]> + '_ {
         (0..self.n_users() as UserIdx).map(|u| self.split(u).train)
@@ -212,6 +227,36 @@ mod tests {
         let short = ds.split(1);
         assert_eq!(short.train.len(), 1);
         assert!(short.valid.is_none() && short.test.is_none());
+    }
+
+    /// Runs of equal timestamps in the training part come out in every order over a few shuffles;
+    /// nothing moves across a timestamp or out of the held-out events, which tie with training
+    /// events here.
+    #[test]
+    fn shuffling_ties_permutes_only_training_events_of_one_second() {
+        use rand::SeedableRng;
+        let mut b = DatasetBuilder::new();
+        // Times 0, 5, 5, 5, 7, 9, 9, 9: the last two events (at 9) are held out, and tie with
+        // the last training event.
+        for (i, t) in [0, 5, 5, 5, 7, 9, 9, 9].into_iter().enumerate() {
+            b.add_event("u", &format!("i{i}"), t, Feedback::Click, &Origin::new("t", i + 1));
+        }
+        let mut ds = b.finish("t").unwrap();
+        let original = ds.events.clone();
+        let ids = |ds: &Dataset| ds.events.iter().map(|e| ds.items[e.item as usize].id.clone()).collect::<Vec<_>>();
+        let mut orders = std::collections::BTreeSet::new();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..60 {
+            ds.shuffle_training_ties(&mut rng);
+            let now = ids(&ds);
+            assert_eq!(now[0], "i0");
+            assert_eq!(now[4], "i4");
+            assert_eq!(now[5..], ["i5", "i6", "i7"], "the run at 9 holds held-out events");
+            let times: Vec<i64> = ds.events.iter().map(|e| e.timestamp).collect();
+            assert_eq!(times, original.iter().map(|e| e.timestamp).collect::<Vec<_>>());
+            orders.insert(now[1..4].to_vec());
+        }
+        assert_eq!(orders.len(), 6, "every order of the three events at 5: {orders:?}");
     }
 
     #[test]

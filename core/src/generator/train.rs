@@ -1,8 +1,9 @@
 //! Next-token training of the generative model (DESIGN.md §2 "Training"): every event of a
 //! training sequence is a target, learnt in windows of `short_len` events that cost one causal
 //! pass each (see [`crate::generator::context::Window`]), with the windows of a step split across
-//! the CPU threads; AdamW with warm-up and cosine decay, gradient clipping, early stopping on
-//! validation NDCG@10, checkpoints that a run resumes from.
+//! the CPU threads; each epoch reads the events a user logged in the same second in a fresh order
+//! ([`Dataset::shuffle_training_ties`]); AdamW with warm-up and cosine decay, gradient clipping,
+//! early stopping on validation NDCG@10, checkpoints that a run resumes from.
 
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -302,7 +303,6 @@ pub fn train(
     };
     let total_steps = per_epoch.div_ceil(config.batch_size) * config.epochs;
     let trend = TrendIndex::for_training_log(model_config, dataset);
-    let data = TrainingData { dataset, tokenizer, model: model_config, trend: trend.as_ref() };
     while report.epochs.len() < config.epochs {
         let epoch = report.epochs.len() + 1;
         let started = Instant::now();
@@ -312,6 +312,10 @@ pub fn train(
             Some(recency) => recency.select(dataset, &windows, &mut rng),
         };
         order.shuffle(&mut rng);
+        // The events the windows read this epoch, each second's events in a fresh random order.
+        let mut shuffled = dataset.clone();
+        shuffled.shuffle_training_ties(&mut rng);
+        let data = TrainingData { dataset: &shuffled, tokenizer, model: model_config, trend: trend.as_ref() };
         let steps_per_epoch = order.len().div_ceil(config.batch_size).max(1);
         let (mut loss_sum, mut share, mut seen) = (0.0, Vec::<Vec<f32>>::new(), 0);
         for (i, chunk) in order.chunks(config.batch_size).enumerate() {
