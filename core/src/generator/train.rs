@@ -303,6 +303,8 @@ pub fn train(
     };
     let total_steps = per_epoch.div_ceil(config.batch_size) * config.epochs;
     let trend = TrendIndex::for_training_log(model_config, dataset);
+    // The log each epoch reads: copied once, its events reset and each second reshuffled per epoch.
+    let mut shuffled = dataset.clone();
     while report.epochs.len() < config.epochs {
         let epoch = report.epochs.len() + 1;
         let started = Instant::now();
@@ -313,7 +315,7 @@ pub fn train(
         };
         order.shuffle(&mut rng);
         // The events the windows read this epoch, each second's events in a fresh random order.
-        let mut shuffled = dataset.clone();
+        shuffled.events.clone_from(&dataset.events);
         shuffled.shuffle_training_ties(&mut rng);
         let data = TrainingData { dataset: &shuffled, tokenizer, model: model_config, trend: trend.as_ref() };
         let steps_per_epoch = order.len().div_ceil(config.batch_size).max(1);
