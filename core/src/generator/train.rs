@@ -45,7 +45,11 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     /// Largest gradient L2 norm; larger gradients are scaled down.
     pub grad_clip: f32,
-    /// Epochs without a better validation NDCG@10 before stopping.
+    /// Epochs without a better validation NDCG@10 before stopping. The default, as long as the
+    /// schedule, runs the whole cosine: on MovieLens-100K validation NDCG@10 moves by about 0.006
+    /// from epoch to epoch while its ten-epoch mean keeps rising until the learning rate reaches
+    /// zero, so a patience of 20 stopped on a lucky epoch half-way (kept epochs 91, 47, 56 of
+    /// seeds 0–2; with the whole schedule 189, 91, 177, validation 0.1439 → 0.1549).
     pub patience: usize,
     /// Beam width of the validation decoding.
     pub valid_beam: usize,
@@ -92,7 +96,7 @@ impl Default for TrainConfig {
             warmup_steps: 100,
             weight_decay: 0.1,
             grad_clip: 1.0,
-            patience: 20,
+            patience: 200,
             valid_beam: 50,
             balance_rate: 1e-3,
             seed: 42,
