@@ -89,14 +89,15 @@ impl Recency {
 
 impl Default for TrainConfig {
     fn default() -> Self {
+        let epochs = 200;
         TrainConfig {
-            epochs: 200,
+            epochs,
             batch_size: 32,
             learning_rate: 2e-3,
             warmup_steps: 100,
             weight_decay: 0.1,
             grad_clip: 1.0,
-            patience: 200,
+            patience: epochs,
             valid_beam: 50,
             balance_rate: 1e-3,
             seed: 42,
@@ -307,7 +308,8 @@ pub fn train(
     };
     let total_steps = per_epoch.div_ceil(config.batch_size) * config.epochs;
     let trend = TrendIndex::for_training_log(model_config, dataset);
-    // The log each epoch reads: copied once, its events reset and each second reshuffled per epoch.
+    // The log each epoch reads, copied once. Each epoch resets its events before reshuffling each
+    // second's, so that an epoch's order depends on its own seed alone, as resuming needs.
     let mut shuffled = dataset.clone();
     while report.epochs.len() < config.epochs {
         let epoch = report.epochs.len() + 1;

@@ -53,8 +53,9 @@ pub struct TrainArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = TrainConfig::default().learning_rate)]
     pub lr: f64,
-    /// Epochs without a better validation NDCG@10 before stopping early (by default the whole
-    /// schedule runs: validation is noisy from epoch to epoch and rises until its end).
+    /// Epochs without a better validation NDCG@10 before stopping early. The default is the default
+    /// schedule's length, so that schedule runs whole: validation is noisy from epoch to epoch and
+    /// rises until its end.
     #[arg(long, default_value_t = TrainConfig::default().patience)]
     pub patience: usize,
     /// Beam width of the validation decoding.
