@@ -2,13 +2,18 @@
 //! [`crate::eval`]; how many of the IDs it generates are real items (legality: always 1 when
 //! constrained, what the format reward raises when free); and, given a reward model, the mean
 //! P-score of each user's top 10 legal, unseen items.
+//!
+//! The reward model can also re-rank the beam: each hypothesis then ranks by its score plus
+//! λ·P-score, that is by the policy tilted by exp(λ·reward). That tilted policy is the optimum of
+//! reward maximisation under a KL bound to the starting policy, so it shows, before any
+//! alignment run, how much P-score a reward model can buy and at what cost in NDCG.
 
 use std::sync::Mutex;
 
 use serde::Serialize;
 
 use crate::data::{Dataset, Event, ItemIdx};
-use crate::decode::Decoding;
+use crate::decode::{Decoding, Hypothesis};
 use crate::eval::{self, RankingReport, Stage};
 use crate::generator::recommend::{DecodeRequest, Recommender};
 use crate::reward::RewardFn;
@@ -24,6 +29,14 @@ pub struct GeneratorReport {
     pub legality_at_10: f64,
     /// Per stage, the mean over users of the mean P-score of their top 10; empty without a reward.
     pub p_score_at_10: Vec<f64>,
+}
+
+/// A reward model for evaluation, and how far it re-ranks the beam.
+#[derive(Clone, Copy)]
+pub struct RewardRanking<'a> {
+    pub model: &'a dyn RewardFn,
+    /// λ: each hypothesis ranks by its score + λ·P-score (0: as the generator ranks them).
+    pub tilt: f32,
 }
 
 /// Generated and legal IDs, overall and among each beam's first 10.
@@ -43,7 +56,7 @@ pub fn evaluate(
     stages: &[Stage],
     beam: usize,
     decoding: Decoding,
-    reward: Option<&dyn RewardFn>,
+    reward: Option<RewardRanking>,
 ) -> GeneratorReport {
     let legality = Mutex::new(Legality::default());
     let mut p_score_at_10 = Vec::new();
@@ -56,7 +69,12 @@ pub fn evaluate(
                 let exclude_history = decoding == Decoding::Constrained;
                 let request =
                     DecodeRequest { decoding, ..recommender.request(user, input, now, beam, exclude_history) };
-                let generated = recommender.recommend_batch(&[request]).remove(0);
+                let mut generated = recommender.recommend_batch(&[request]).remove(0);
+                if let Some(RewardRanking { model, tilt }) = reward
+                    && tilt != 0.0
+                {
+                    tilt_by_reward(&mut generated, input, model, tilt);
+                }
                 let legal = generated.iter().filter(|h| h.item.is_some()).count();
                 let legal_at_10 = generated.iter().take(10).filter(|h| h.item.is_some()).count();
                 {
@@ -72,7 +90,7 @@ pub fn evaluate(
                         scores[i as usize] = scores[i as usize].max(h.score);
                     }
                 }
-                if let Some(reward) = reward {
+                if let Some(RewardRanking { model: reward, .. }) = reward {
                     let top: Vec<(&[Event], ItemIdx)> = generated
                         .iter()
                         .filter_map(|h| h.item)
@@ -104,6 +122,17 @@ pub fn evaluate(
     }
 }
 
+/// Adds `tilt`·P-score to the score of each hypothesis that names an item, and sorts the beam
+/// best first again.
+fn tilt_by_reward(beam: &mut [Hypothesis], history: &[Event], reward: &dyn RewardFn, tilt: f32) {
+    let pairs: Vec<(&[Event], ItemIdx)> = beam.iter().filter_map(|h| Some((history, h.item?))).collect();
+    let mut p_scores = reward.p_scores(&pairs).into_iter();
+    for h in beam.iter_mut().filter(|h| h.item.is_some()) {
+        h.score += tilt * p_scores.next().expect("one P-score per named item");
+    }
+    beam.sort_by(|a, b| b.score.total_cmp(&a.score));
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::Device;
@@ -130,7 +159,8 @@ mod tests {
         let model = config.init(&device);
         let recommender = crate::test_fixtures::recommender(&model, &config, &tokenizer, &device, None);
         let stages = [Stage::Valid, Stage::Test];
-        let report = evaluate(&recommender, &dataset, &stages, 10, Decoding::Constrained, Some(&Constant(0.25)));
+        let reward = RewardRanking { model: &Constant(0.25), tilt: 0.0 };
+        let report = evaluate(&recommender, &dataset, &stages, 10, Decoding::Constrained, Some(reward));
         for (got, &stage) in report.ranking.iter().zip(&stages) {
             let direct = eval::evaluate(&dataset, stage, |u, input, now| {
                 recommender.scores(&dataset.users[u as usize], input, now, 10)
@@ -139,6 +169,68 @@ mod tests {
         }
         assert_eq!((report.legality, report.legality_at_10), (1.0, 1.0));
         assert_eq!(report.p_score_at_10, [0.25, 0.25]);
+    }
+
+    /// Prefers items by index: item i scores (i + 1) / n.
+    struct ByIndex(usize);
+
+    impl RewardFn for ByIndex {
+        fn p_scores(&self, pairs: &[(&[Event], ItemIdx)]) -> Vec<f32> {
+            pairs.iter().map(|&(_, i)| (i as f32 + 1.0) / self.0 as f32).collect()
+        }
+    }
+
+    /// With a tilt far larger than the spread of the generator's scores, the beam's unseen items
+    /// rank by P-score alone: the ranking and the top-10 P-score are those of sorting the beam by
+    /// reward, computed here directly.
+    #[test]
+    fn a_large_reward_tilt_ranks_the_beam_by_p_score() {
+        let _rng = crate::test_fixtures::device_rng();
+        let (dataset, tokenizer, config) = tiny_setup(24, 6, 10, 4);
+        let device = Device::flex();
+        device.seed(5);
+        let model = config.init(&device);
+        let recommender = crate::test_fixtures::recommender(&model, &config, &tokenizer, &device, None);
+        let reward = ByIndex(dataset.n_items());
+        let beam = 12;
+        let tilted = evaluate(
+            &recommender,
+            &dataset,
+            &[Stage::Test],
+            beam,
+            Decoding::Constrained,
+            Some(RewardRanking { model: &reward, tilt: 1e4 }),
+        );
+        let p_sum = Mutex::new((0.0, 0usize));
+        let direct = eval::evaluate(&dataset, Stage::Test, |u, input, now| {
+            let request = recommender.request(&dataset.users[u as usize], input, now, beam, true);
+            let items: Vec<ItemIdx> =
+                recommender.recommend_batch(&[request]).remove(0).iter().filter_map(|h| h.item).collect();
+            let pairs: Vec<(&[Event], ItemIdx)> = items.iter().map(|&i| (input, i)).collect();
+            let mut p = reward.p_scores(&pairs);
+            let mut scores = vec![f32::NEG_INFINITY; dataset.n_items()];
+            for (&i, &r) in items.iter().zip(&p) {
+                scores[i as usize] = r;
+            }
+            p.sort_by(|a, b| b.total_cmp(a));
+            p.truncate(10);
+            let mut sum = p_sum.lock().unwrap();
+            sum.0 += p.iter().map(|&x| x as f64).sum::<f64>() / p.len() as f64;
+            sum.1 += 1;
+            scores
+        });
+        assert_eq!(tilted.ranking[0].metrics, direct.metrics);
+        let (sum, users) = p_sum.into_inner().unwrap();
+        assert!((tilted.p_score_at_10[0] - sum / users as f64).abs() < 1e-9);
+        let plain = evaluate(
+            &recommender,
+            &dataset,
+            &[Stage::Test],
+            beam,
+            Decoding::Constrained,
+            Some(RewardRanking { model: &reward, tilt: 0.0 }),
+        );
+        assert!(plain.p_score_at_10[0] < tilted.p_score_at_10[0], "{plain:?} vs {tilted:?}");
     }
 
     #[test]

@@ -10,11 +10,11 @@ use onerec_core::data::SplitRule;
 use onerec_core::decode::Decoding;
 use onerec_core::device::{self, DeviceChoice};
 use onerec_core::eval::{self, RankingReport, Stage};
-use onerec_core::generator::evaluate::{GeneratorReport, evaluate};
+use onerec_core::generator::evaluate::{GeneratorReport, RewardRanking, evaluate};
 use onerec_core::generator::recommend::Recommender;
 use onerec_core::generator::snapshot::Snapshot;
 use onerec_core::generator::trend::TrendIndex;
-use onerec_core::reward::{RewardFn, RewardSnapshot};
+use onerec_core::reward::RewardSnapshot;
 use serde::Serialize;
 
 use super::{DataArgs, ServedArgs, print_report};
@@ -37,6 +37,11 @@ pub struct EvalArgs {
     /// A reward model (`onerec reward train`): also report the mean P-score of each user's top 10.
     #[arg(long)]
     pub reward: Option<PathBuf>,
+    /// With `--reward`: rank each beam by score + this λ·P-score, the generator tilted towards the
+    /// reward as far as KL-regularised alignment would move it, to see what a reward model can buy
+    /// before aligning (0: the generator's own ranking).
+    #[arg(long, default_value_t = 0.0, requires = "reward")]
+    pub reward_tilt: f32,
     /// Decode without the trie (the free policy), to measure how legal it is.
     #[arg(long)]
     pub unconstrained: bool,
@@ -88,6 +93,9 @@ impl fmt::Display for Report {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if !args.reward_tilt.is_finite() {
+        anyhow::bail!("--reward-tilt must be a finite number, not {}", args.reward_tilt);
+    }
     let dataset = args.data.load_with(&args.served)?;
     let stages = [Stage::Valid, Stage::Test];
     let generator = match &args.snapshot {
@@ -113,7 +121,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 host_head: host_head.as_ref(),
             };
             let decoding = if args.unconstrained { Decoding::Free } else { Decoding::Constrained };
-            let reward = reward.as_ref().map(|r| r as &dyn RewardFn);
+            let reward = reward.as_ref().map(|r| RewardRanking { model: r, tilt: args.reward_tilt });
             Some(evaluate(&recommender, &dataset, &stages, args.beam, decoding, reward))
         }
     };
