@@ -95,7 +95,7 @@ fn format_reward_makes_free_sampling_legal() {
 }
 
 #[test]
-fn alignment_checkpoints_and_refuses_other_settings_on_resume() {
+fn alignment_resumes_as_if_uninterrupted_and_refuses_other_settings() {
     let _rng = crate::test_fixtures::device_rng();
     let (dataset, tokenizer, model_config) = tiny_setup(24, 4, 6, 4);
     let device = Device::flex();
@@ -118,6 +118,9 @@ fn alignment_checkpoints_and_refuses_other_settings_on_resume() {
     assert_eq!(resumed.steps.len(), 2);
     assert_eq!(resumed.steps[0], first.steps[0], "the first step is not redone");
     assert_eq!(resumed.evals.len(), 3);
+    let (_, whole) = align(&policy, &weights, &reward, &config, None, &mut |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(resumed.steps, whole.steps, "a resumed run is the uninterrupted run");
+    assert_eq!(resumed.evals, whole.evals);
     let other = AlignConfig { group: 5, ..config };
     assert!(go(&other, true).unwrap_err().to_string().contains("other alignment settings"));
 }
