@@ -3,20 +3,19 @@
 //! constrained, what the format reward raises when free); and, given a reward model, the mean
 //! P-score of each user's top 10 legal, unseen items.
 //!
-//! The reward model can also re-rank the beam: each hypothesis then ranks by its score plus
-//! λ·P-score, that is by the policy tilted by exp(λ·reward). That tilted policy is the optimum of
-//! reward maximisation under a KL bound to the starting policy, so it shows, before any
-//! alignment run, how much P-score a reward model can buy and at what cost in NDCG.
+//! The reward model can also re-rank the beam ([`crate::reward::slate`]), to show how much
+//! P-score it buys and at what cost in NDCG, before or after alignment.
 
 use std::sync::Mutex;
 
 use serde::Serialize;
 
 use crate::data::{Dataset, Event, ItemIdx};
-use crate::decode::{Decoding, Hypothesis};
+use crate::decode::Decoding;
 use crate::eval::{self, RankingReport, Stage};
 use crate::generator::recommend::{DecodeRequest, Recommender};
 use crate::reward::RewardFn;
+use crate::reward::slate::rank_by_reward;
 
 /// What [`evaluate`] measures.
 #[derive(Clone, Debug, Serialize)]
@@ -35,8 +34,9 @@ pub struct GeneratorReport {
 #[derive(Clone, Copy)]
 pub struct RewardRanking<'a> {
     pub model: &'a dyn RewardFn,
-    /// λ: each hypothesis ranks by its score + λ·P-score (0: as the generator ranks them).
-    pub tilt: f32,
+    /// μ: each hypothesis ranks by its probability within the beam + μ·P-score (0: as the
+    /// generator ranks them); see [`rank_by_reward`].
+    pub weight: f32,
 }
 
 /// Generated and legal IDs, overall and among each beam's first 10.
@@ -70,10 +70,10 @@ pub fn evaluate(
                 let request =
                     DecodeRequest { decoding, ..recommender.request(user, input, now, beam, exclude_history) };
                 let mut generated = recommender.recommend_batch(&[request]).remove(0);
-                if let Some(RewardRanking { model, tilt }) = reward
-                    && tilt != 0.0
+                if let Some(RewardRanking { model, weight }) = reward
+                    && weight != 0.0
                 {
-                    tilt_by_reward(&mut generated, input, model, tilt);
+                    rank_by_reward(&mut generated, input, model, weight);
                 }
                 let legal = generated.iter().filter(|h| h.item.is_some()).count();
                 let legal_at_10 = generated.iter().take(10).filter(|h| h.item.is_some()).count();
@@ -122,17 +122,6 @@ pub fn evaluate(
     }
 }
 
-/// Adds `tilt`·P-score to the score of each hypothesis that names an item, and sorts the beam
-/// best first again.
-fn tilt_by_reward(beam: &mut [Hypothesis], history: &[Event], reward: &dyn RewardFn, tilt: f32) {
-    let pairs: Vec<(&[Event], ItemIdx)> = beam.iter().filter_map(|h| Some((history, h.item?))).collect();
-    let mut p_scores = reward.p_scores(&pairs).into_iter();
-    for h in beam.iter_mut().filter(|h| h.item.is_some()) {
-        h.score += tilt * p_scores.next().expect("one P-score per named item");
-    }
-    beam.sort_by(|a, b| b.score.total_cmp(&a.score));
-}
-
 #[cfg(test)]
 mod tests {
     use burn::tensor::Device;
@@ -159,7 +148,7 @@ mod tests {
         let model = config.init(&device);
         let recommender = crate::test_fixtures::recommender(&model, &config, &tokenizer, &device, None);
         let stages = [Stage::Valid, Stage::Test];
-        let reward = RewardRanking { model: &Constant(0.25), tilt: 0.0 };
+        let reward = RewardRanking { model: &Constant(0.25), weight: 0.0 };
         let report = evaluate(&recommender, &dataset, &stages, 10, Decoding::Constrained, Some(reward));
         for (got, &stage) in report.ranking.iter().zip(&stages) {
             let direct = eval::evaluate(&dataset, stage, |u, input, now| {
@@ -180,11 +169,11 @@ mod tests {
         }
     }
 
-    /// With a tilt far larger than the spread of the generator's scores, the beam's unseen items
-    /// rank by P-score alone: the ranking and the top-10 P-score are those of sorting the beam by
-    /// reward, computed here directly.
+    /// With a weight far larger than any probability, the beam's unseen items rank by P-score
+    /// alone: the ranking and the top-10 P-score are those of sorting the beam by reward, computed
+    /// here directly.
     #[test]
-    fn a_large_reward_tilt_ranks_the_beam_by_p_score() {
+    fn a_large_reward_weight_ranks_the_beam_by_p_score() {
         let _rng = crate::test_fixtures::device_rng();
         let (dataset, tokenizer, config) = tiny_setup(24, 6, 10, 4);
         let device = Device::flex();
@@ -193,13 +182,13 @@ mod tests {
         let recommender = crate::test_fixtures::recommender(&model, &config, &tokenizer, &device, None);
         let reward = ByIndex(dataset.n_items());
         let beam = 12;
-        let tilted = evaluate(
+        let weighted = evaluate(
             &recommender,
             &dataset,
             &[Stage::Test],
             beam,
             Decoding::Constrained,
-            Some(RewardRanking { model: &reward, tilt: 1e4 }),
+            Some(RewardRanking { model: &reward, weight: 1e4 }),
         );
         let p_sum = Mutex::new((0.0, 0usize));
         let direct = eval::evaluate(&dataset, Stage::Test, |u, input, now| {
@@ -219,18 +208,18 @@ mod tests {
             sum.1 += 1;
             scores
         });
-        assert_eq!(tilted.ranking[0].metrics, direct.metrics);
+        assert_eq!(weighted.ranking[0].metrics, direct.metrics);
         let (sum, users) = p_sum.into_inner().unwrap();
-        assert!((tilted.p_score_at_10[0] - sum / users as f64).abs() < 1e-9);
+        assert!((weighted.p_score_at_10[0] - sum / users as f64).abs() < 1e-9);
         let plain = evaluate(
             &recommender,
             &dataset,
             &[Stage::Test],
             beam,
             Decoding::Constrained,
-            Some(RewardRanking { model: &reward, tilt: 0.0 }),
+            Some(RewardRanking { model: &reward, weight: 0.0 }),
         );
-        assert!(plain.p_score_at_10[0] < tilted.p_score_at_10[0], "{plain:?} vs {tilted:?}");
+        assert!(plain.p_score_at_10[0] < weighted.p_score_at_10[0], "{plain:?} vs {weighted:?}");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The reward model of preference alignment (DESIGN.md §2 "Alignment"): a multi-task network that
 //! predicts, for a user and an item, the probability of each engagement objective, fused into one
 //! **P-score** with configurable weights. It scores what the generator proposes during ECPO and DPO,
-//! and what it recommends in `onerec eval`.
+//! and what it recommends in `onerec eval`, where it can also choose the slate ([`slate`]).
 
 pub mod metrics;
 pub mod model;
+pub mod slate;
 pub mod train;
 
 use std::path::Path;

@@ -37,11 +37,10 @@ pub struct EvalArgs {
     /// A reward model (`onerec reward train`): also report the mean P-score of each user's top 10.
     #[arg(long)]
     pub reward: Option<PathBuf>,
-    /// With `--reward`: rank each beam by score + this λ·P-score, the generator tilted towards the
-    /// reward as far as KL-regularised alignment would move it, to see what a reward model can buy
-    /// before aligning (0: the generator's own ranking).
+    /// With `--reward`: rank each beam by its probability within the beam + this μ·P-score, the
+    /// slate that buys P-score at the least expected NDCG (0: the generator's own ranking).
     #[arg(long, default_value_t = 0.0, requires = "reward")]
-    pub reward_tilt: f32,
+    pub reward_weight: f32,
     /// Decode without the trie (the free policy), to measure how legal it is.
     #[arg(long)]
     pub unconstrained: bool,
@@ -93,8 +92,8 @@ impl fmt::Display for Report {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if !args.reward_tilt.is_finite() {
-        anyhow::bail!("--reward-tilt must be a finite number, not {}", args.reward_tilt);
+    if !args.reward_weight.is_finite() {
+        anyhow::bail!("--reward-weight must be a finite number, not {}", args.reward_weight);
     }
     let dataset = args.data.load_with(&args.served)?;
     let stages = [Stage::Valid, Stage::Test];
@@ -121,7 +120,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 host_head: host_head.as_ref(),
             };
             let decoding = if args.unconstrained { Decoding::Free } else { Decoding::Constrained };
-            let reward = reward.as_ref().map(|r| RewardRanking { model: r, tilt: args.reward_tilt });
+            let reward = reward.as_ref().map(|r| RewardRanking { model: r, weight: args.reward_weight });
             Some(evaluate(&recommender, &dataset, &stages, args.beam, decoding, reward))
         }
     };

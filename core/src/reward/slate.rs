@@ -1,0 +1,89 @@
+//! The reward model choosing a slate from the generator's beam.
+//!
+//! Item i is a user's next item with probability p_i. So a slate's expected NDCG@10 is linear in
+//! the p_i of its items, while its P-score@10 is the plain mean of their P-scores. The trade that
+//! costs the least expected NDCG per unit of P-score therefore ranks by `p_i + μ·P_i`, with p_i the
+//! beam's scores normalised over the beam. It keeps the few items that carry most of the hit
+//! probability and replaces the tail.
+//!
+//! A tilt in log space, `score + λ·P`, multiplies every item's probability by exp(λ·P) alike. That
+//! tilted policy is where KL-bounded alignment converges. On MovieLens-100K it paid about 5% of test
+//! NDCG@10 for +11% P-score, where this key pays 1.5% for +10.7% (docs/alignment-history.md).
+
+use crate::data::{Event, ItemIdx};
+use crate::decode::Hypothesis;
+use crate::reward::RewardFn;
+
+/// Re-ranks `beam`, best first, by each hypothesis' probability within the beam (a softmax of the
+/// scores) plus `weight`·P-score. The score of an ID that names no item gets no P-score. Each
+/// score becomes its key.
+pub fn rank_by_reward(beam: &mut [Hypothesis], history: &[Event], reward: &dyn RewardFn, weight: f32) {
+    let pairs: Vec<(&[Event], ItemIdx)> = beam.iter().filter_map(|h| Some((history, h.item?))).collect();
+    let mut p_scores = reward.p_scores(&pairs).into_iter();
+    let max = beam.iter().map(|h| h.score).fold(f32::NEG_INFINITY, f32::max);
+    let total: f32 = beam.iter().map(|h| (h.score - max).exp()).sum();
+    for h in beam.iter_mut() {
+        let p_score = h.item.map_or(0.0, |_| p_scores.next().expect("one P-score per named item"));
+        h.score = (h.score - max).exp() / total + weight * p_score;
+    }
+    beam.sort_by(|a, b| b.score.total_cmp(&a.score));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Item i has P-score `self.0[i]`.
+    struct Table(Vec<f32>);
+
+    impl RewardFn for Table {
+        fn p_scores(&self, pairs: &[(&[Event], ItemIdx)]) -> Vec<f32> {
+            pairs.iter().map(|&(_, i)| self.0[i as usize]).collect()
+        }
+    }
+
+    fn hypothesis(item: Option<ItemIdx>, score: f32) -> Hypothesis {
+        Hypothesis { item, log_prob: score, score, id: vec![] }
+    }
+
+    /// Against the key computed in f64 from its definition: the most probable item keeps its place
+    /// with the lowest P-score, and the least probable one, with the highest, overtakes the tail.
+    #[test]
+    fn ranks_by_probability_within_the_beam_plus_weighted_p_score() {
+        let scores = [-1.0f32, -1.5, -4.0, -4.2, -6.0];
+        let items = [Some(0), Some(1), Some(2), None, Some(3)];
+        let reward = Table(vec![0.2, 0.9, 0.4, 0.95]);
+        let mut beam: Vec<Hypothesis> = items.iter().zip(scores).map(|(&i, s)| hypothesis(i, s)).collect();
+        let weight = 0.1;
+        rank_by_reward(&mut beam, &[], &reward, weight);
+
+        let total: f64 = scores.iter().map(|&s| (s as f64).exp()).sum();
+        let mut expected: Vec<(Option<ItemIdx>, f64)> = items
+            .iter()
+            .zip(scores)
+            .map(|(&i, s)| {
+                let p_score = i.map_or(0.0, |i| reward.0[i as usize] as f64);
+                (i, (s as f64).exp() / total + weight as f64 * p_score)
+            })
+            .collect();
+        expected.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let got: Vec<(Option<ItemIdx>, f32)> = beam.iter().map(|h| (h.item, h.score)).collect();
+        for ((item, key), (want_item, want_key)) in got.iter().zip(&expected) {
+            assert_eq!(item, want_item, "{got:?} vs {expected:?}");
+            assert!((*key as f64 - want_key).abs() < 1e-6, "{got:?} vs {expected:?}");
+        }
+        let order: Vec<Option<ItemIdx>> = beam.iter().map(|h| h.item).collect();
+        assert_eq!(order, [Some(0), Some(1), Some(3), Some(2), None]);
+    }
+
+    #[test]
+    fn weight_zero_keeps_the_order_and_an_empty_beam_is_left_alone() {
+        let reward = Table(vec![0.9, 0.1, 0.5]);
+        let mut beam = vec![hypothesis(Some(1), -0.5), hypothesis(Some(0), -1.0), hypothesis(Some(2), -3.0)];
+        rank_by_reward(&mut beam, &[], &reward, 0.0);
+        assert_eq!(beam.iter().map(|h| h.item).collect::<Vec<_>>(), [Some(1), Some(0), Some(2)]);
+        let sum: f32 = beam.iter().map(|h| h.score).sum();
+        assert!((sum - 1.0).abs() < 1e-6, "the keys are probabilities over the beam");
+        rank_by_reward(&mut [], &[], &reward, 1.0);
+    }
+}
