@@ -12,6 +12,7 @@
 
 use crate::data::{Event, ItemIdx};
 use crate::decode::Hypothesis;
+use crate::linalg::log_softmax_kernel;
 use crate::reward::RewardFn;
 
 /// Re-ranks `beam`, best first, by each hypothesis' probability within the beam (a softmax of the
@@ -20,11 +21,11 @@ use crate::reward::RewardFn;
 pub fn rank_by_reward(beam: &mut [Hypothesis], history: &[Event], reward: &dyn RewardFn, weight: f32) {
     let pairs: Vec<(&[Event], ItemIdx)> = beam.iter().filter_map(|h| Some((history, h.item?))).collect();
     let mut p_scores = reward.p_scores(&pairs).into_iter();
-    let max = beam.iter().map(|h| h.score).fold(f32::NEG_INFINITY, f32::max);
-    let total: f32 = beam.iter().map(|h| (h.score - max).exp()).sum();
-    for h in beam.iter_mut() {
+    let mut log_probs: Vec<f32> = beam.iter().map(|h| h.score).collect();
+    log_softmax_kernel()(&mut log_probs);
+    for (h, log_prob) in beam.iter_mut().zip(log_probs) {
         let p_score = h.item.map_or(0.0, |_| p_scores.next().expect("one P-score per named item"));
-        h.score = (h.score - max).exp() / total + weight * p_score;
+        h.score = log_prob.exp() + weight * p_score;
     }
     beam.sort_by(|a, b| b.score.total_cmp(&a.score));
 }
