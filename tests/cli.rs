@@ -187,8 +187,9 @@ fn tiny_model_trains_and_beats_popularity() {
 }
 
 /// Reward model, alignment and the P-score in `eval`, end to end on synthetic ratings: the reward
-/// report carries AUC and gAUC next to popularity, alignment must write a loadable snapshot, and eval reports the P-score
-/// and legality in both decoding modes; a damaged reward model is refused.
+/// report carries AUC and gAUC next to popularity, alignment must write a loadable snapshot with
+/// the slate it chose, and eval reports the P-score and legality in both decoding modes; a damaged
+/// reward model is refused.
 #[test]
 fn reward_align_and_eval_with_p_score() {
     let dir = tempfile::tempdir().unwrap();
@@ -266,6 +267,16 @@ fn reward_align_and_eval_with_p_score() {
     ]);
     assert_eq!(a["alignment"]["steps"].as_array().unwrap().len(), 4);
     assert_eq!(a["alignment"]["evals"].as_array().unwrap().len(), 3);
+    // The slate's weight, chosen on validation, is what eval ranks the aligned snapshot by when it
+    // is not given a reward model, and with a slate that reward model gives the P-score.
+    let choice = &a["slate_choice"];
+    assert_eq!(choice["trials"].as_array().unwrap().len(), 10, "{choice}");
+    let weight = a["slate_weight"].as_f64().unwrap();
+    assert_eq!(weight, choice["weight"].as_f64().unwrap());
+    let e =
+        onerec_json(&["eval", "--data", d, "--snapshot", path(&aligned), "--beam", "10", "--device", "cpu", "--json"]);
+    assert_eq!(e["reward_weight"].as_f64().unwrap(), weight);
+    assert_eq!(e["p_score_at_10"].as_array().unwrap().len(), if weight > 0.0 { 2 } else { 0 }, "{e}");
     for mode in [&[][..], &["--unconstrained"][..]] {
         let mut args = vec![
             "eval",

@@ -86,6 +86,15 @@ pub(crate) fn test_gpu() -> Option<burn::tensor::Device> {
     }
 }
 
+/// A reward model that prefers items by index: item i scores (i + 1) / n.
+pub(crate) struct RewardByIndex(pub usize);
+
+impl crate::reward::RewardFn for RewardByIndex {
+    fn p_scores(&self, pairs: &[(&[crate::data::Event], crate::data::ItemIdx)]) -> Vec<f32> {
+        pairs.iter().map(|&(_, i)| (i as f32 + 1.0) / self.0 as f32).collect()
+    }
+}
+
 /// A recommender over `model` without the trend input, stepping `host_head` when one is given.
 #[cfg(feature = "model")]
 pub(crate) fn recommender<'a>(

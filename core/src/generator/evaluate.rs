@@ -26,7 +26,8 @@ pub struct GeneratorReport {
     pub legality: f64,
     /// The same among each beam's first 10.
     pub legality_at_10: f64,
-    /// Per stage, the mean over users of the mean P-score of their top 10; empty without a reward.
+    /// Per stage, the mean over users of the mean P-score of their top 10 (of the items the reward
+    /// model knows); empty without a reward.
     pub p_score_at_10: Vec<f64>,
 }
 
@@ -96,6 +97,7 @@ pub fn evaluate(
                         .filter_map(|h| h.item)
                         .filter(|&i| input.iter().all(|e| e.item != i))
                         .take(10)
+                        .filter(|&i| reward.knows(i))
                         .map(|i| (input, i))
                         .collect();
                     let p = reward.p_scores(&top);
@@ -127,7 +129,7 @@ mod tests {
     use burn::tensor::Device;
 
     use super::*;
-    use crate::test_fixtures::tiny_setup;
+    use crate::test_fixtures::{RewardByIndex, tiny_setup};
 
     /// A reward that scores every pair the same.
     struct Constant(f32);
@@ -160,15 +162,6 @@ mod tests {
         assert_eq!(report.p_score_at_10, [0.25, 0.25]);
     }
 
-    /// Prefers items by index: item i scores (i + 1) / n.
-    struct ByIndex(usize);
-
-    impl RewardFn for ByIndex {
-        fn p_scores(&self, pairs: &[(&[Event], ItemIdx)]) -> Vec<f32> {
-            pairs.iter().map(|&(_, i)| (i as f32 + 1.0) / self.0 as f32).collect()
-        }
-    }
-
     /// With a weight far larger than any probability, the beam's unseen items rank by P-score
     /// alone: the ranking and the top-10 P-score are those of sorting the beam by reward, computed
     /// here directly.
@@ -180,7 +173,7 @@ mod tests {
         device.seed(5);
         let model = config.init(&device);
         let recommender = crate::test_fixtures::recommender(&model, &config, &tokenizer, &device, None);
-        let reward = ByIndex(dataset.n_items());
+        let reward = RewardByIndex(dataset.n_items());
         let beam = 12;
         let weighted = evaluate(
             &recommender,

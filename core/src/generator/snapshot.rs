@@ -12,6 +12,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::generator::model::{ModelConfig, OneRec};
 use crate::generator::train::TrainReport;
+use crate::reward::slate::Slate;
 use crate::tokenizer::Tokenizer;
 use crate::training::{weights_from_bytes, weights_to_bytes};
 
@@ -23,14 +24,17 @@ pub struct Snapshot {
     /// Burnpack bytes of the model's parameters.
     pub weights: Vec<u8>,
     pub training: TrainReport,
+    /// How an aligned model's beam becomes its slate; `None` keeps the model's own order.
+    pub slate: Option<Slate>,
 }
 
-const FORMAT: Format = Format { magic: b"ONRECSNP", version: 7, kind: "snapshot" };
+/// Version 8 added the slate.
+const FORMAT: Format = Format { magic: b"ONRECSNP", version: 8, kind: "snapshot" };
 
 impl Snapshot {
-    /// Packs a model's parameters with its configuration and tokenizer.
+    /// Packs a model's parameters with its configuration and tokenizer, with no slate.
     pub fn new(model: OneRec, config: ModelConfig, tokenizer: Tokenizer, training: TrainReport) -> Result<Snapshot> {
-        Ok(Snapshot { model: config, tokenizer, weights: weights_to_bytes(&model)?, training })
+        Ok(Snapshot { model: config, tokenizer, weights: weights_to_bytes(&model)?, training, slate: None })
     }
 
     /// Writes the snapshot by atomic rename.

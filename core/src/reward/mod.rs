@@ -126,9 +126,10 @@ impl RewardSnapshot {
         Ok(s)
     }
 
-    /// The scorer on `device`, refusing a data set with another catalogue.
+    /// The scorer on `device`, refusing a data set with another catalogue. The data set may list
+    /// items after those the model was trained on (items added since): it does not know them.
     pub fn scorer(&self, dataset: &Dataset, device: &Device) -> Result<Reward> {
-        if self.item_ids.len() != dataset.n_items() || self.item_ids.iter().zip(&dataset.items).any(|(a, b)| *a != b.id)
+        if self.item_ids.len() > dataset.n_items() || self.item_ids.iter().zip(&dataset.items).any(|(a, b)| *a != b.id)
         {
             return Err(Error::Config(format!(
                 "the reward model was trained on another catalogue ({} items) than {} ({} items)",
@@ -150,8 +151,14 @@ impl RewardSnapshot {
 
 /// Scores (history, item) pairs: what alignment maximises.
 pub trait RewardFn: Sync {
-    /// The P-score of each pair.
+    /// The P-score of each pair; each item must be one the model [knows](RewardFn::knows).
     fn p_scores(&self, pairs: &[(&[Event], ItemIdx)]) -> Vec<f32>;
+
+    /// Whether the model was trained with this item, and so can score it. Items added to the
+    /// catalogue after it was trained are unknown; in a history they are passed over.
+    fn knows(&self, _item: ItemIdx) -> bool {
+        true
+    }
 }
 
 /// A reward model ready to score.
@@ -170,7 +177,8 @@ impl Reward {
         if pairs.is_empty() {
             return Vec::new();
         }
-        let batch = RewardBatch::new(pairs, self.net.history_len, &self.device);
+        debug_assert!(pairs.iter().all(|&(_, i)| self.knows(i)), "only items the reward model knows");
+        let batch = RewardBatch::new(pairs, self.net.history_len, self.net.items, &self.device);
         sigmoid(self.model.forward(&batch)).into_data().try_to_vec::<f32>().expect("f32 probabilities")
     }
 }
@@ -179,6 +187,10 @@ impl RewardFn for Reward {
     fn p_scores(&self, pairs: &[(&[Event], ItemIdx)]) -> Vec<f32> {
         let t = self.objectives.len();
         self.probabilities(pairs).chunks_exact(t).map(|p| fuse(&self.objectives, &self.weights, p)).collect()
+    }
+
+    fn knows(&self, item: ItemIdx) -> bool {
+        (item as usize) < self.net.items
     }
 }
 
@@ -217,6 +229,29 @@ mod tests {
         let kinds =
             build(&[Feedback::Impression, Feedback::Click, Feedback::Like, Feedback::Skip, Feedback::WatchTime(5.0)]);
         assert_eq!(kinds, [Objective::Click, Objective::Like, Objective::Skip]);
+    }
+
+    /// Items 5 and 6 were added after the model was trained on items 0–4: in a history they are
+    /// passed over, so the user is the one of the known events, and the last `history_len` known
+    /// events count.
+    #[test]
+    fn events_on_items_the_model_does_not_know_are_passed_over() {
+        let device = Device::flex();
+        let net = RewardNetConfig { items: 5, dim: 8, hidden: 8, history_len: 2, towers: 2 };
+        let reward = Reward {
+            model: net.init(&device),
+            net,
+            objectives: vec![Objective::RatingAtLeast(4.0), Objective::RatingAtMost(2.0)],
+            weights: vec![1.0, 1.0],
+            device,
+        };
+        let event = |item, rating| Event { user: 0, item, timestamp: 0, feedback: Feedback::Rating(rating) };
+        let with_new = [event(0, 1.0), event(1, 5.0), event(5, 4.0), event(2, 3.0), event(6, 2.0)];
+        let known = [event(1, 5.0), event(2, 3.0)];
+        assert!(!reward.knows(5) && reward.knows(4));
+        let p = |history: &[Event]| reward.p_scores(&[(history, 3), (history, 4)]);
+        assert_eq!(p(&with_new), p(&known));
+        assert_ne!(p(&with_new), p(&[event(0, 1.0), event(1, 5.0)]), "the history matters");
     }
 
     #[test]

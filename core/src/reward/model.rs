@@ -67,16 +67,19 @@ pub struct RewardBatch {
 }
 
 impl RewardBatch {
-    /// One row per `(history, item)` pair; only the last `history_len` events of each history count.
-    pub fn new(pairs: &[(&[Event], ItemIdx)], history_len: usize, device: &Device) -> RewardBatch {
+    /// One row per `(history, item)` pair of a network over `known` items; only the last
+    /// `history_len` events of each history on those items count.
+    pub fn new(pairs: &[(&[Event], ItemIdx)], history_len: usize, known: usize, device: &Device) -> RewardBatch {
         let b = pairs.len();
         let h = history_len.max(1);
         let mut items = vec![0i64; b * h];
         let mut feedback = vec![0i64; b * h];
         let mut mask = vec![0f32; b * h];
         for (row, (history, _)) in pairs.iter().enumerate() {
-            let recent = &history[history.len().saturating_sub(history_len)..];
-            for (slot, e) in recent.iter().enumerate() {
+            let mut recent: Vec<&Event> =
+                history.iter().rev().filter(|e| (e.item as usize) < known).take(history_len).collect();
+            recent.reverse();
+            for (slot, e) in recent.into_iter().enumerate() {
                 items[row * h + slot] = e.item as i64 + 1;
                 feedback[row * h + slot] = feedback_bucket(e.feedback) as i64;
                 mask[row * h + slot] = 1.0;

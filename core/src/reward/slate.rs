@@ -9,22 +9,45 @@
 //! A tilt in log space, `score + λ·P`, multiplies every item's probability by exp(λ·P) alike. That
 //! tilted policy is where KL-bounded alignment converges. On MovieLens-100K it paid about 5% of test
 //! NDCG@10 for +11% P-score, where this key pays 1.5% for +10.7% (docs/alignment-history.md).
+//!
+//! `onerec align` chooses μ on validation and stores it, with the reward model, in the aligned
+//! snapshot ([`Slate`]), so that `onerec serve` and `onerec eval` rank as it was chosen.
+
+use serde::{Deserialize, Serialize};
 
 use crate::data::{Event, ItemIdx};
 use crate::decode::Hypothesis;
 use crate::linalg::log_softmax_kernel;
-use crate::reward::RewardFn;
+use crate::reward::{RewardFn, RewardSnapshot};
+
+/// How a snapshot's beam becomes its slate: the reward model and the weight μ of
+/// [`rank_by_reward`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Slate {
+    pub reward: RewardSnapshot,
+    pub weight: f32,
+    /// The beam μ was chosen with: the beam a feed decodes by default.
+    pub beam: usize,
+}
 
 /// Re-ranks `beam`, best first, by each hypothesis' probability within the beam (a softmax of the
-/// scores) plus `weight`·P-score. The score of an ID that names no item gets no P-score. Each
-/// score becomes its key.
+/// scores) plus `weight`·P-score. Each score becomes its key. An ID that names no item gets no
+/// P-score; an item the reward model does not know (added since it was trained) gets the mean
+/// P-score of the beam's items it knows, so that it neither gains nor loses against them.
 pub fn rank_by_reward(beam: &mut [Hypothesis], history: &[Event], reward: &dyn RewardFn, weight: f32) {
-    let pairs: Vec<(&[Event], ItemIdx)> = beam.iter().filter_map(|h| Some((history, h.item?))).collect();
-    let mut p_scores = reward.p_scores(&pairs).into_iter();
+    let known = |h: &Hypothesis| h.item.filter(|&i| reward.knows(i));
+    let pairs: Vec<(&[Event], ItemIdx)> = beam.iter().filter_map(|h| Some((history, known(h)?))).collect();
+    let scores = reward.p_scores(&pairs);
+    let unknown_score = scores.iter().sum::<f32>() / scores.len().max(1) as f32;
+    let mut p_scores = scores.into_iter();
     let mut log_probs: Vec<f32> = beam.iter().map(|h| h.score).collect();
     log_softmax_kernel()(&mut log_probs);
     for (h, log_prob) in beam.iter_mut().zip(log_probs) {
-        let p_score = h.item.map_or(0.0, |_| p_scores.next().expect("one P-score per named item"));
+        let p_score = match (h.item, known(h)) {
+            (None, _) => 0.0,
+            (Some(_), None) => unknown_score,
+            (Some(_), Some(_)) => p_scores.next().expect("one P-score per known item"),
+        };
         h.score = log_prob.exp() + weight * p_score;
     }
     beam.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -40,6 +63,10 @@ mod tests {
     impl RewardFn for Table {
         fn p_scores(&self, pairs: &[(&[Event], ItemIdx)]) -> Vec<f32> {
             pairs.iter().map(|&(_, i)| self.0[i as usize]).collect()
+        }
+
+        fn knows(&self, item: ItemIdx) -> bool {
+            (item as usize) < self.0.len()
         }
     }
 
@@ -86,5 +113,26 @@ mod tests {
         let sum: f32 = beam.iter().map(|h| h.score).sum();
         assert!((sum - 1.0).abs() < 1e-6, "the keys are probabilities over the beam");
         rank_by_reward(&mut [], &[], &reward, 1.0);
+    }
+
+    /// Item 7 was added after the reward model was trained: it gets the mean P-score of the known
+    /// items (0.5), so it stays ahead of the item it led on probability with a lower P-score and
+    /// stays behind the one with a higher; asking the model to score it would panic in `Table`.
+    #[test]
+    fn an_item_the_reward_model_does_not_know_gets_the_mean_p_score_of_those_it_knows() {
+        let reward = Table(vec![0.2, 0.8]);
+        let scores = [-1.0f32, -1.05, -1.1];
+        let mut beam: Vec<Hypothesis> =
+            [Some(0), Some(7), Some(1)].iter().zip(scores).map(|(&i, s)| hypothesis(i, s)).collect();
+        let weight = 1.0;
+        rank_by_reward(&mut beam, &[], &reward, weight);
+        let total: f32 = scores.iter().map(|s| s.exp()).sum();
+        let key = |s: f32, p: f32| s.exp() / total + weight * p;
+        let got: Vec<(Option<ItemIdx>, f32)> = beam.iter().map(|h| (h.item, h.score)).collect();
+        let want = [(Some(1), key(-1.1, 0.8)), (Some(7), key(-1.05, 0.5)), (Some(0), key(-1.0, 0.2))];
+        for ((item, k), (want_item, want_key)) in got.iter().zip(want) {
+            assert_eq!(*item, want_item, "{got:?}");
+            assert!((k - want_key).abs() < 1e-6, "{got:?}");
+        }
     }
 }

@@ -172,7 +172,7 @@ pub fn train_reward(
         let mut loss_sum = 0.0;
         for chunk in order.chunks(config.batch_size) {
             let pairs: Vec<_> = chunk.iter().map(|s| (s.history, s.event.item)).collect();
-            let batch = RewardBatch::new(&pairs, config.history_len, &ad);
+            let batch = RewardBatch::new(&pairs, config.history_len, dataset.n_items(), &ad);
             let (y, m) = labels(chunk, objectives, &ad);
             let loss = masked_bce(model.forward(&batch), y, m);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
@@ -218,7 +218,7 @@ fn validate(
     let mut probabilities = Vec::with_capacity(valid.len() * t);
     for chunk in valid.chunks(1024) {
         let pairs: Vec<_> = chunk.iter().map(|s| (s.history, s.event.item)).collect();
-        let batch = RewardBatch::new(&pairs, net.history_len, device);
+        let batch = RewardBatch::new(&pairs, net.history_len, net.items, device);
         probabilities.extend(sigmoid(model.forward(&batch)).into_data().try_to_vec::<f32>().expect("f32"));
     }
     objectives

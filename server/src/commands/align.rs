@@ -6,11 +6,14 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use onerec_core::align::slate_weight::{SlateChoice, choose_slate_weight};
 use onerec_core::align::{self, AlignConfig, AlignReport, Method, Policy, Progress, Source};
 use onerec_core::device::{self, DeviceChoice};
+use onerec_core::generator::recommend::Recommender;
 use onerec_core::generator::snapshot::Snapshot;
 use onerec_core::generator::trend::TrendIndex;
 use onerec_core::reward::RewardSnapshot;
+use onerec_core::reward::slate::Slate;
 use onerec_core::training::Checkpointing;
 use serde::Serialize;
 
@@ -84,8 +87,15 @@ pub struct AlignArgs {
     /// Validation users per check (0: all).
     #[arg(long, default_value_t = AlignConfig::default().eval_users)]
     pub eval_users: usize,
+    /// The beam validation decodes; the slate's weight is chosen with it, and a feed of the
+    /// aligned snapshot decodes it by default.
     #[arg(long, default_value_t = AlignConfig::default().valid_beam)]
     pub beam: usize,
+    /// The slate's weight μ: each beam ranks by probability within the beam + μ·P-score. By
+    /// default it is chosen on validation, within the same NDCG band as the kept step; 0 stores
+    /// no slate.
+    #[arg(long)]
+    pub slate_weight: Option<f32>,
     #[arg(long, default_value_t = AlignConfig::default().seed)]
     pub seed: u64,
     #[arg(long, default_value = "cpu")]
@@ -101,6 +111,9 @@ struct Report<'a> {
     config: &'a AlignConfig,
     output: &'a PathBuf,
     alignment: &'a AlignReport,
+    /// How μ was chosen on validation, unless it was given.
+    slate_choice: Option<SlateChoice>,
+    slate_weight: f32,
 }
 
 impl fmt::Display for Report<'_> {
@@ -123,17 +136,42 @@ impl fmt::Display for Report<'_> {
                 mean(|s| s.next_token_loss)
             )?;
         }
-        write!(f, "kept step {}; wrote {}", self.alignment.best_step, self.output.display())
+        writeln!(f, "kept step {}", self.alignment.best_step)?;
+        if let Some(c) = &self.slate_choice {
+            writeln!(f, "slate: the start's valid ndcg@10 {:.4}, floor {:.4}", c.start_ndcg_at_10, c.floor)?;
+            for t in &c.trials {
+                writeln!(
+                    f,
+                    "  μ {:<6}: valid ndcg@10 {:.4}  p-score@10 {:.4}",
+                    t.weight, t.ndcg_at_10, t.p_score_at_10
+                )?;
+            }
+        }
+        write!(f, "slate weight μ = {}; wrote {}", self.slate_weight, self.output.display())
     }
 }
 
 pub fn run(args: AlignArgs) -> anyhow::Result<()> {
+    if let Some(w) = args.slate_weight
+        && !(w.is_finite() && w >= 0.0)
+    {
+        anyhow::bail!("--slate-weight must be a finite number ≥ 0, not {w}");
+    }
     let dataset = args.data.load()?;
     let snapshot = Snapshot::load(&args.snapshot)?;
     snapshot.check_dataset(&dataset)?;
     let (device, description) = device::select(args.device)?;
     eprintln!("device: {description}");
-    let reward = RewardSnapshot::load(&args.reward)?.scorer(&dataset, &device)?;
+    let reward_snapshot = RewardSnapshot::load(&args.reward)?;
+    let reward = reward_snapshot.scorer(&dataset, &device)?;
+    if reward.net.items != dataset.n_items() {
+        anyhow::bail!(
+            "the reward model knows {} of the {} items of {}: train it again on this data set",
+            reward.net.items,
+            dataset.n_items(),
+            dataset.name
+        );
+    }
     let config = AlignConfig {
         method: match args.method {
             MethodArg::Ecpo => Method::Ecpo,
@@ -205,7 +243,38 @@ pub fn run(args: AlignArgs) -> anyhow::Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    Snapshot::new(model, snapshot.model.clone(), snapshot.tokenizer.clone(), snapshot.training.clone())?
-        .save(&args.out)?;
-    print_report(&Report { config: &config, output: &args.out, alignment: &report }, args.json)
+    let slate_choice = match args.slate_weight {
+        Some(_) => None,
+        None => {
+            eprintln!("choosing the slate's weight on validation at beam {}", config.valid_beam);
+            let start = snapshot.model(&device)?;
+            let (start_head, aligned_head) = (start.host_head(), model.host_head());
+            let recommender = |model, host_head| Recommender {
+                model,
+                config: &snapshot.model,
+                tokenizer: &snapshot.tokenizer,
+                device: &device,
+                trend: trend.as_ref(),
+                host_head,
+            };
+            Some(choose_slate_weight(
+                &recommender(&start, start_head.as_ref()),
+                &recommender(&model, aligned_head.as_ref()),
+                &dataset,
+                &reward,
+                config.valid_beam,
+                config.max_ndcg_drop,
+            ))
+        }
+    };
+    let slate_weight = args.slate_weight.or(slate_choice.as_ref().map(|c| c.weight)).unwrap_or(0.0);
+    let slate = (slate_weight > 0.0).then_some(Slate {
+        reward: reward_snapshot,
+        weight: slate_weight,
+        beam: config.valid_beam,
+    });
+    let aligned = Snapshot::new(model, snapshot.model.clone(), snapshot.tokenizer.clone(), snapshot.training.clone())?;
+    Snapshot { slate, ..aligned }.save(&args.out)?;
+    let report = Report { config: &config, output: &args.out, alignment: &report, slate_choice, slate_weight };
+    print_report(&report, args.json)
 }

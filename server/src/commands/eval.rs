@@ -35,12 +35,14 @@ pub struct EvalArgs {
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     /// A reward model (`onerec reward train`): also report the mean P-score of each user's top 10.
+    /// Without it, an aligned snapshot's slate gives the reward model, and ranks as it was chosen.
     #[arg(long)]
     pub reward: Option<PathBuf>,
-    /// With `--reward`: rank each beam by its probability within the beam + this μ·P-score, the
-    /// slate that buys P-score at the least expected NDCG (0: the generator's own ranking).
-    #[arg(long, default_value_t = 0.0, requires = "reward")]
-    pub reward_weight: f32,
+    /// Rank each beam by its probability within the beam + this μ·P-score, the slate that buys
+    /// P-score at the least expected NDCG (0: the generator's own ranking). Default: the
+    /// snapshot's slate weight without `--reward`, 0 with it.
+    #[arg(long)]
+    pub reward_weight: Option<f32>,
     /// Decode without the trie (the free policy), to measure how legal it is.
     #[arg(long)]
     pub unconstrained: bool,
@@ -59,6 +61,8 @@ struct Report {
     /// The snapshot's ranking, legality and P-score, when one was given.
     #[serde(flatten)]
     generator: Option<GeneratorReport>,
+    /// μ of the slate the beams were ranked by (0: the generator's order).
+    reward_weight: f32,
     popularity: Vec<RankingReport>,
     /// Under a time cut: popularity over the 30 days before the cut.
     recent_popularity: Vec<RankingReport>,
@@ -80,6 +84,9 @@ impl fmt::Display for Report {
             for (r, p) in g.ranking.iter().zip(&g.p_score_at_10) {
                 write!(f, "\np-score@10  {:?}: {p:.4}", r.stage)?;
             }
+            if self.reward_weight != 0.0 {
+                write!(f, "\nranked by probability within the beam + {}·P-score", self.reward_weight)?;
+            }
         }
         for r in &self.popularity {
             write!(f, "\npopularity  {r}")?;
@@ -92,11 +99,14 @@ impl fmt::Display for Report {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if !args.reward_weight.is_finite() {
-        anyhow::bail!("--reward-weight must be a finite number, not {}", args.reward_weight);
+    if let Some(w) = args.reward_weight
+        && !w.is_finite()
+    {
+        anyhow::bail!("--reward-weight must be a finite number, not {w}");
     }
     let dataset = args.data.load_with(&args.served)?;
     let stages = [Stage::Valid, Stage::Test];
+    let mut reward_weight = 0.0;
     let generator = match &args.snapshot {
         None => None,
         Some(path) => {
@@ -104,10 +114,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             snapshot.check_dataset(&dataset)?;
             let (device, description) = device::select(args.device)?;
             eprintln!("device: {description}");
-            let reward = match &args.reward {
-                Some(path) => Some(RewardSnapshot::load(path)?.scorer(&dataset, &device)?),
-                None => None,
+            let reward = match (&args.reward, &snapshot.slate) {
+                (Some(path), _) => Some(RewardSnapshot::load(path)?),
+                (None, Some(slate)) => {
+                    reward_weight = slate.weight;
+                    Some(slate.reward.clone())
+                }
+                (None, None) if args.reward_weight.is_some() => {
+                    anyhow::bail!("--reward-weight needs --reward, or a snapshot aligned with a slate")
+                }
+                (None, None) => None,
             };
+            reward_weight = args.reward_weight.unwrap_or(reward_weight);
+            let reward = reward.map(|r| r.scorer(&dataset, &device)).transpose()?;
             let model = snapshot.model(&device)?;
             let trend = TrendIndex::for_training_log(&snapshot.model, &dataset);
             let host_head = model.host_head();
@@ -120,7 +139,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 host_head: host_head.as_ref(),
             };
             let decoding = if args.unconstrained { Decoding::Free } else { Decoding::Constrained };
-            let reward = reward.as_ref().map(|r| RewardRanking { model: r, weight: args.reward_weight });
+            let reward = reward.as_ref().map(|r| RewardRanking { model: r, weight: reward_weight });
             Some(evaluate(&recommender, &dataset, &stages, args.beam, decoding, reward))
         }
     };
@@ -145,7 +164,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         let csv = eval::ranks_csv(&dataset, &model.chain(baselines).collect::<Vec<_>>());
         codec::write_atomic(path, csv.as_bytes())?;
     }
-    let report =
-        Report { dataset: dataset.name.clone(), generator, popularity, recent_popularity, split: dataset.split_rule };
+    let report = Report {
+        dataset: dataset.name.clone(),
+        generator,
+        reward_weight,
+        popularity,
+        recent_popularity,
+        split: dataset.split_rule,
+    };
     print_report(&report, args.json)
 }

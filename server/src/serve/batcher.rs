@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use onerec_core::data::Event;
 use onerec_core::decode::Hypothesis;
 use onerec_core::generator::recommend::DecodeRequest;
 use tokio::sync::oneshot;
@@ -43,6 +44,8 @@ pub struct BatchConfig {
 struct Job {
     engine: Arc<Engine>,
     request: DecodeRequest,
+    /// The events the request was made from, for the slate's reward model.
+    history: Arc<[Event]>,
     /// After it, nobody will read the answer.
     deadline: Instant,
     reply: oneshot::Sender<Vec<Hypothesis>>,
@@ -87,16 +90,17 @@ impl Batcher {
         Batcher { jobs, alive }
     }
 
-    /// Decodes one request with `engine`, unless `deadline` passes before a worker takes it;
-    /// `None` when decoding failed or was dropped.
+    /// Decodes one request, made from `history`, with `engine` (see [`Engine::decode`]), unless
+    /// `deadline` passes before a worker takes it; `None` when decoding failed or was dropped.
     pub async fn decode(
         &self,
         engine: Arc<Engine>,
         request: DecodeRequest,
+        history: Arc<[Event]>,
         deadline: Instant,
     ) -> Option<Vec<Hypothesis>> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { engine, request, deadline, reply }).ok()?;
+        self.jobs.send(Job { engine, request, history, deadline, reply }).ok()?;
         answer.await.ok()
     }
 
@@ -119,10 +123,17 @@ fn work(queue: &Mutex<mpsc::Receiver<Job>>, config: BatchConfig, metrics: &Metri
             let engine = jobs[0].engine.clone();
             let (same, rest): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| Arc::ptr_eq(&j.engine, &engine));
             jobs = rest;
-            let (requests, replies): (Vec<DecodeRequest>, Vec<_>) =
-                same.into_iter().map(|j| (j.request, j.reply)).unzip();
+            let mut requests = Vec::with_capacity(same.len());
+            let mut histories = Vec::with_capacity(same.len());
+            let mut replies = Vec::with_capacity(same.len());
+            for job in same {
+                requests.push(job.request);
+                histories.push(job.history);
+                replies.push(job.reply);
+            }
+            let histories: Vec<&[Event]> = histories.iter().map(|h| &h[..]).collect();
             let started = Instant::now();
-            let decoded = catch_unwind(AssertUnwindSafe(|| engine.recommender().recommend_batch(&requests)));
+            let decoded = catch_unwind(AssertUnwindSafe(|| engine.decode(&requests, &histories)));
             metrics.observe_batch(requests.len(), started.elapsed());
             match decoded {
                 Ok(results) => {

@@ -2,7 +2,9 @@
 //! An engine is immutable; a reload, or a change to the catalogue, builds a new one and swaps it
 //! in, while requests that already hold the old one finish with it. Each engine holds the
 //! catalogue it was built over, so that a request reads histories and names items with the very
-//! catalogue its model decodes into, even while items are being added.
+//! catalogue its model decodes into, even while items are being added. An aligned snapshot's
+//! slate re-ranks each beam with its reward model, which passes over the items added since it was
+//! trained (see [`rank_by_reward`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,11 +13,13 @@ use std::sync::Arc;
 use burn::tensor::Device;
 use onerec_core::api::{FeedItem, ItemInfo, quantise_embedding};
 use onerec_core::data::{Dataset, Event, Item, ItemIdx};
-use onerec_core::decode::Hypothesis;
+use onerec_core::decode::{Decoding, Hypothesis};
 use onerec_core::generator::model::{HostHead, OneRec};
-use onerec_core::generator::recommend::Recommender;
+use onerec_core::generator::recommend::{DecodeRequest, Recommender};
 use onerec_core::generator::snapshot::Snapshot;
 use onerec_core::generator::trend::TrendIndex;
+use onerec_core::reward::Reward;
+use onerec_core::reward::slate::rank_by_reward;
 use serde::{Deserialize, Serialize};
 
 /// A loaded snapshot.
@@ -33,7 +37,13 @@ pub struct Engine {
     pub trend: Option<TrendIndex>,
     /// On the CPU, the model's ID head prepared for host decoding (see [`Recommender::host_head`]).
     pub host_head: Option<HostHead>,
+    /// The snapshot's slate, ready to score.
+    slate: Option<(Reward, f32)>,
 }
+
+/// The beam a feed decodes when the request names none (with at least its pool): that of the
+/// slate's choice, or this.
+const DEFAULT_BEAM: usize = 32;
 
 impl Engine {
     /// Loads a snapshot for serving `catalogue`; refuses one trained on another. The "popular
@@ -77,7 +87,30 @@ impl Engine {
         let model = snapshot.model(device)?;
         let trend = TrendIndex::for_model(&snapshot.model, catalogue.dataset.events.iter().chain(served));
         let host_head = model.host_head();
-        Ok(Engine { id, model, snapshot, catalogue, device: device.clone(), trend, host_head })
+        let slate = match &snapshot.slate {
+            Some(s) => Some((s.reward.scorer(&catalogue.dataset, device)?, s.weight)),
+            None => None,
+        };
+        Ok(Engine { id, model, snapshot, catalogue, device: device.clone(), trend, host_head, slate })
+    }
+
+    /// Decodes `requests` together; with a slate, each constrained beam is then re-ranked for the
+    /// history its request was made from, `histories[i]` for `requests[i]`.
+    pub fn decode(&self, requests: &[DecodeRequest], histories: &[&[Event]]) -> Vec<Vec<Hypothesis>> {
+        let mut found = self.recommender().recommend_batch(requests);
+        if let Some((reward, weight)) = &self.slate {
+            for ((beam, request), history) in found.iter_mut().zip(requests).zip(histories) {
+                if request.decoding == Decoding::Constrained {
+                    rank_by_reward(beam, history, reward, *weight);
+                }
+            }
+        }
+        found
+    }
+
+    /// The beam a request that names none decodes (see [`DEFAULT_BEAM`]).
+    pub fn default_beam(&self) -> usize {
+        self.snapshot.slate.as_ref().map_or(DEFAULT_BEAM, |s| s.beam)
     }
 
     pub fn recommender(&self) -> Recommender<'_> {

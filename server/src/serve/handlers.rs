@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use onerec_core::api::{
     EventBatch, EventKind, EventsStored, Feed, FeedItem, History, ItemInfo, NewEvent, UserEvent, UserToken, Users,
 };
-use onerec_core::data::User;
+use onerec_core::data::{Event, User};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -52,7 +52,8 @@ pub struct FeedQuery {
     k: Option<usize>,
     /// Candidates in all, slate included, for on-device re-ranking (default `k`).
     pool: Option<usize>,
-    /// Beam width (default: the larger of `pool` and 32); at least `pool`.
+    /// Beam width, at least `pool` (default: the larger of `pool` and 32, or for an aligned
+    /// snapshot with a slate, the beam its weight was chosen with).
     beam: Option<usize>,
     /// Leave out items the user has already seen (default true).
     exclude_seen: Option<bool>,
@@ -82,8 +83,9 @@ pub async fn feed(
     if pool < k || pool > limits.max_pool {
         return Err(AppError::bad_request(format!("pool must be between k = {k} and {}, not {pool}", limits.max_pool)));
     }
-    let beam = query.beam.unwrap_or(pool.max(32));
-    if beam < pool || beam > limits.max_beam {
+    if let Some(beam) = query.beam
+        && (beam < pool || beam > limits.max_beam)
+    {
         return Err(AppError::bad_request(format!(
             "beam must be between pool = {pool} and {}, not {beam}",
             limits.max_beam
@@ -95,6 +97,7 @@ pub async fn feed(
     };
     // The engine first: the history is read with the catalogue its model decodes into.
     let (arm, engine) = state.arms.assign(query.user.as_deref());
+    let beam = query.beam.unwrap_or(pool.max(engine.default_beam()).min(limits.max_beam));
     let catalogue = &engine.catalogue;
     let (user, history) = match &query.user {
         Some(id) => state.histories.history(catalogue, id).ok_or_else(|| {
@@ -119,7 +122,8 @@ pub async fn feed(
     let fresh_beam = fresh.len().min(limits.max_beam);
     let fresh_request = (slots > 0).then(|| recommender.among(&request, &fresh, fresh_beam));
     let deadline = Instant::now() + limits.timeout;
-    let decode = |request| state.batcher.decode(engine.clone(), request, deadline);
+    let history: Arc<[Event]> = history.into();
+    let decode = |request| state.batcher.decode(engine.clone(), request, history.clone(), deadline);
     let (decoded, fresh_decoded) = tokio::time::timeout(limits.timeout, async {
         match fresh_request {
             Some(fresh_request) => tokio::join!(decode(request), decode(fresh_request)),
@@ -411,7 +415,7 @@ pub async fn readyz(State(state): Shared, ApiQuery(query): ApiQuery<ReadyQuery>)
         let engine = state.arms.main();
         let cold = User { id: String::new(), features: Vec::new() };
         let request = engine.recommender().request(&cold, &[], unix_now(), 1, false);
-        let decode = state.batcher.decode(engine, request, Instant::now() + DEEP_CHECK_TIMEOUT);
+        let decode = state.batcher.decode(engine, request, Arc::from([]), Instant::now() + DEEP_CHECK_TIMEOUT);
         match tokio::time::timeout(DEEP_CHECK_TIMEOUT, decode).await {
             Ok(Some(items)) if !items.is_empty() => {}
             Ok(_) => return Err(not_ready("the decoder failed")),

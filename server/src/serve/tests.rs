@@ -565,3 +565,68 @@ async fn items_added_while_serving_are_recommended_kept_and_retired() {
     let again = router(open(&restarted).await);
     assert_eq!(everything(again).await, ids);
 }
+
+/// An aligned snapshot's slate: a feed decodes the slate's beam by default and ranks it with the
+/// reward model for the user's history, and an item added while serving, which the reward model
+/// never saw, can be in that history and in the beam.
+#[tokio::test]
+async fn a_slate_ranks_the_feed_with_the_reward_model_and_passes_over_items_it_never_saw() {
+    use onerec_core::generator::snapshot::Snapshot;
+    use onerec_core::reward::RewardSnapshot;
+    use onerec_core::reward::slate::{Slate, rank_by_reward};
+
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let reward = dir.path().join("reward.snap");
+    let (data, out) = (f.data.to_str().unwrap(), reward.to_str().unwrap());
+    let args = ["onerec", "reward", "train", "--data", data, "--out", out, "--epochs", "1"];
+    crate::run(Cli::try_parse_from(args).unwrap()).unwrap();
+    let (weight, beam) = (10.0, 40);
+    let slate = Slate { reward: RewardSnapshot::load(&reward).unwrap(), weight, beam };
+    let aligned = dir.path().join("aligned.snap");
+    Snapshot { slate: Some(slate.clone()), ..Snapshot::load(&f.snapshot).unwrap() }.save(&aligned).unwrap();
+    let state = open(&ServeConfig { snapshot: aligned, ..config(dir.path()) }).await;
+    let app = router(state.clone());
+    let user = state.catalogue().dataset.users[0].id.clone();
+    let feed = |app: Router| {
+        let uri = format!("/v1/feed?user={user}&k=10&pool={beam}");
+        async move {
+            let (status, _, feed) = call(&app, get(&uri, Some(KEY))).await;
+            assert_eq!(status, StatusCode::OK, "{feed}");
+            ["items", "pool"]
+                .iter()
+                .flat_map(|k| feed[k].as_array().unwrap().clone())
+                .map(|i| i["id"].as_str().unwrap().to_string())
+                .collect::<Vec<String>>()
+        }
+    };
+    let got = feed(app.clone()).await;
+    let engine = state.arms.main();
+    let (person, history) = state.histories.history(&engine.catalogue, &user).unwrap();
+    let recommender = engine.recommender();
+    let request = recommender.request(&person, &history, super::auth::unix_now(), beam, true);
+    let mut decoded = recommender.recommend_batch(&[request]).remove(0);
+    let ids = |beam: &[onerec_core::decode::Hypothesis]| -> Vec<String> {
+        beam.iter().map(|h| engine.catalogue.dataset.items[h.item.unwrap() as usize].id.clone()).collect()
+    };
+    let plain = ids(&decoded);
+    let scorer = slate.reward.scorer(&engine.catalogue.dataset, &engine.device).unwrap();
+    rank_by_reward(&mut decoded, &history, &scorer, weight);
+    assert_eq!(got, ids(&decoded), "the slate's order over the slate's beam");
+    assert_ne!(got, plain, "the reward model moved the model's order");
+
+    // Two items the reward model never saw: one liked, so in the history, and one in the slot kept
+    // for fresh items.
+    let twin = |i: usize| {
+        let item = &state.catalogue().dataset.items[i];
+        json!({"id": format!("fresh-{i}"), "title": item.title, "tags": item.tags})
+    };
+    let rows = json!({"items": [twin(0), twin(1)]});
+    assert_eq!(call(&app, post("/admin/items", Some(ADMIN), rows)).await.0, StatusCode::OK);
+    let batch = json!({"events": [{"event_id": "f", "user": user, "item": "fresh-0", "kind": "like"}]});
+    assert_eq!(call(&app, post("/v1/events", Some(KEY), batch)).await.0, StatusCode::OK);
+    let after = feed(app.clone()).await;
+    assert_eq!(after.len(), beam);
+    assert_eq!(after[9], "fresh-1", "{after:?}");
+    assert!(!after.contains(&"fresh-0".to_string()), "seen items stay out");
+}
