@@ -160,6 +160,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         Some(path) => {
             let snapshot = Snapshot::load(path)?;
             eprintln!("fine-tuning {} (epoch {} of its run)", path.display(), snapshot.training.best_epoch);
+            if let Some(slate) = &snapshot.slate {
+                // μ was chosen for the aligned weights, not for what fine-tuning makes of them.
+                eprintln!(
+                    "its slate (reward weight {}) is not carried over: `onerec align` chooses one for the result",
+                    slate.weight
+                );
+            }
             (snapshot.tokenizer, snapshot.model, Some(snapshot.weights))
         }
         None => {
