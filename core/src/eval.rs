@@ -89,8 +89,19 @@ pub fn evaluate<F>(dataset: &Dataset, stage: Stage, score: F) -> RankingReport
 where
     F: Fn(UserIdx, &[Event], i64) -> Vec<f32> + Sync,
 {
+    let mut reports = evaluate_rankings(dataset, stage, 1, |u, input, now| vec![score(u, input, now)]);
+    reports.remove(0)
+}
+
+/// [`evaluate`] for `rankings` rankers at once, from a scorer that gives each user's scores under
+/// every one of them, so that they can share work such as one decode of the user's beam: one
+/// report per ranker, in the scorer's order.
+pub fn evaluate_rankings<F>(dataset: &Dataset, stage: Stage, rankings: usize, score: F) -> Vec<RankingReport>
+where
+    F: Fn(UserIdx, &[Event], i64) -> Vec<Vec<f32>> + Sync,
+{
     let n = dataset.n_items();
-    let per_user: Vec<(TargetRank, Vec<ItemIdx>)> = (0..dataset.n_users() as UserIdx)
+    let per_user: Vec<Vec<(TargetRank, Vec<ItemIdx>)>> = (0..dataset.n_users() as UserIdx)
         .into_par_iter()
         .filter_map(|u| {
             let split = dataset.split(u);
@@ -98,16 +109,31 @@ where
                 Stage::Valid => (split.train, split.valid?),
                 Stage::Test => (split.test_input, split.test?),
             };
-            let scores = score(u, input, target.timestamp);
-            assert_eq!(scores.len(), n, "a scorer must score every catalogue item");
+            let all_scores = score(u, input, target.timestamp);
+            assert_eq!(all_scores.len(), rankings, "a scorer must score under every ranking");
             let mut excluded = vec![false; n];
             input.iter().for_each(|e| excluded[e.item as usize] = true);
             excluded[target.item as usize] = false;
-            let rank =
-                TargetRank { user: u, item: target.item, rank: pessimistic_rank(&scores, target.item, &excluded) };
-            Some((rank, top_k(&scores, &excluded, 10)))
+            let ranked = all_scores
+                .iter()
+                .map(|scores| {
+                    assert_eq!(scores.len(), n, "a scorer must score every catalogue item");
+                    let rank = pessimistic_rank(scores, target.item, &excluded);
+                    (TargetRank { user: u, item: target.item, rank }, top_k(scores, &excluded, 10))
+                })
+                .collect();
+            Some(ranked)
         })
         .collect();
+    let mut by_ranking: Vec<Vec<(TargetRank, Vec<ItemIdx>)>> = (0..rankings).map(|_| Vec::new()).collect();
+    for user in per_user {
+        by_ranking.iter_mut().zip(user).for_each(|(ranking, ranked)| ranking.push(ranked));
+    }
+    by_ranking.into_iter().map(|per_user| report(stage, n, per_user)).collect()
+}
+
+/// The metrics of one ranker over its users' target ranks and top 10s.
+fn report(stage: Stage, n: usize, per_user: Vec<(TargetRank, Vec<ItemIdx>)>) -> RankingReport {
     let users = per_user.len();
     let mut metrics = BTreeMap::new();
     for k in CUTOFFS {
@@ -243,6 +269,25 @@ mod tests {
         assert_eq!(lines.len(), 1 + 3 + 3);
         assert_eq!(lines[..2], ["ranker,stage,user,item,rank", "fixed,test,a,i3,2"]);
         assert_eq!(lines[4], "fixed,valid,a,i2,3");
+    }
+
+    /// Several rankers evaluated together report what each reports alone.
+    #[test]
+    fn rankings_evaluated_together_match_each_alone() {
+        let mut b = DatasetBuilder::new();
+        let o = Origin::new("t", 1);
+        for (user, items) in [("a", ["i0", "i1", "i2"]), ("b", ["i5", "i4", "i3"])] {
+            for (t, item) in items.iter().enumerate() {
+                b.add_event(user, item, t as i64, Feedback::Click, &o);
+            }
+        }
+        let ds = b.finish("t").unwrap();
+        let up = |u: UserIdx| (0..6).map(|i| (i as f32) * (u as f32 + 1.0)).collect::<Vec<f32>>();
+        let down = |u: UserIdx| up(u).iter().map(|s| -s).collect::<Vec<f32>>();
+        let together = evaluate_rankings(&ds, Stage::Test, 2, |u, _, _| vec![up(u), down(u)]);
+        let alone = [evaluate(&ds, Stage::Test, |u, _, _| up(u)), evaluate(&ds, Stage::Test, |u, _, _| down(u))];
+        assert_eq!(together, alone);
+        assert_ne!(together[0].ranks, together[1].ranks, "the rankers differ");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::data::Dataset;
 use crate::decode::Decoding;
 use crate::eval::Stage;
-use crate::generator::evaluate::{RewardRanking, evaluate};
+use crate::generator::evaluate::{evaluate, evaluate_weights};
 use crate::generator::recommend::Recommender;
 use crate::reward::RewardFn;
 
@@ -38,7 +38,7 @@ pub struct SlateChoice {
     pub weight: f32,
 }
 
-/// Tries each of [`WEIGHTS`] on `aligned`'s validation beams of width `beam`.
+/// Tries each of [`WEIGHTS`] on `aligned`'s validation beams of width `beam`, each decoded once.
 pub fn choose_slate_weight(
     start: &Recommender,
     aligned: &Recommender,
@@ -51,12 +51,14 @@ pub fn choose_slate_weight(
     let start_ndcg_at_10 =
         evaluate(start, dataset, &valid, beam, Decoding::Constrained, None).ranking[0].get("ndcg@10");
     let floor = start_ndcg_at_10 * (1.0 - max_ndcg_drop);
+    let reports = evaluate_weights(aligned, dataset, &valid, beam, Decoding::Constrained, reward, &WEIGHTS);
     let trials: Vec<SlateTrial> = WEIGHTS
         .iter()
-        .map(|&weight| {
-            let ranking = Some(RewardRanking { model: reward, weight });
-            let report = evaluate(aligned, dataset, &valid, beam, Decoding::Constrained, ranking);
-            SlateTrial { weight, ndcg_at_10: report.ranking[0].get("ndcg@10"), p_score_at_10: report.p_score_at_10[0] }
+        .zip(reports)
+        .map(|(&weight, report)| SlateTrial {
+            weight,
+            ndcg_at_10: report.ranking[0].get("ndcg@10"),
+            p_score_at_10: report.p_score_at_10[0],
         })
         .collect();
     let weight = trials
@@ -72,6 +74,7 @@ mod tests {
     use burn::tensor::Device;
 
     use super::*;
+    use crate::generator::evaluate::RewardRanking;
     use crate::test_fixtures::{RewardByIndex, recommender, tiny_setup};
 
     /// The trials are `onerec eval`'s figures at each weight, and the choice follows the band: with

@@ -30,27 +30,41 @@ pub struct Slate {
     pub beam: usize,
 }
 
-/// Re-ranks `beam`, best first, by each hypothesis' probability within the beam (a softmax of the
-/// scores) plus `weight`·P-score. Each score becomes its key. An ID that names no item gets no
-/// P-score; an item the reward model does not know (added since it was trained) gets the mean
-/// P-score of the beam's items it knows, so that it neither gains nor loses against them.
-pub fn rank_by_reward(beam: &mut [Hypothesis], history: &[Event], reward: &dyn RewardFn, weight: f32) {
+/// Each hypothesis' P-score, in beam order. An ID that names no item gets none (0); an item the
+/// reward model does not know (added since it was trained) gets the mean P-score of the beam's
+/// items it knows, so that it neither gains nor loses against them.
+pub fn beam_p_scores(beam: &[Hypothesis], history: &[Event], reward: &dyn RewardFn) -> Vec<f32> {
     let known = |h: &Hypothesis| h.item.filter(|&i| reward.knows(i));
     let pairs: Vec<(&[Event], ItemIdx)> = beam.iter().filter_map(|h| Some((history, known(h)?))).collect();
     let scores = reward.p_scores(&pairs);
     let unknown_score = scores.iter().sum::<f32>() / scores.len().max(1) as f32;
-    let mut p_scores = scores.into_iter();
-    let mut log_probs: Vec<f32> = beam.iter().map(|h| h.score).collect();
-    log_softmax_kernel()(&mut log_probs);
-    for (h, log_prob) in beam.iter_mut().zip(log_probs) {
-        let p_score = match (h.item, known(h)) {
+    let mut scores = scores.into_iter();
+    beam.iter()
+        .map(|h| match (h.item, known(h)) {
             (None, _) => 0.0,
             (Some(_), None) => unknown_score,
-            (Some(_), Some(_)) => p_scores.next().expect("one P-score per known item"),
-        };
-        h.score = log_prob.exp() + weight * p_score;
-    }
-    beam.sort_by(|a, b| b.score.total_cmp(&a.score));
+            (Some(_), Some(_)) => scores.next().expect("one P-score per known item"),
+        })
+        .collect()
+}
+
+/// The slate at weight μ: the beam's positions, best first, each with its key, the hypothesis'
+/// probability within the beam (a softmax of the scores) plus `weight`·its P-score (`p_scores`,
+/// in beam order, from [`beam_p_scores`]).
+pub fn slate_order(beam: &[Hypothesis], p_scores: &[f32], weight: f32) -> Vec<(usize, f32)> {
+    let mut log_probs: Vec<f32> = beam.iter().map(|h| h.score).collect();
+    log_softmax_kernel()(&mut log_probs);
+    let mut order: Vec<(usize, f32)> =
+        log_probs.into_iter().zip(p_scores).map(|(log_prob, &p)| log_prob.exp() + weight * p).enumerate().collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1));
+    order
+}
+
+/// Re-ranks `beam` into its slate at weight μ ([`slate_order`]); each score becomes its key.
+pub fn rank_by_reward(beam: &mut [Hypothesis], history: &[Event], reward: &dyn RewardFn, weight: f32) {
+    let order = slate_order(beam, &beam_p_scores(beam, history, reward), weight);
+    let ranked: Vec<Hypothesis> = order.into_iter().map(|(i, score)| Hypothesis { score, ..beam[i].clone() }).collect();
+    beam.iter_mut().zip(ranked).for_each(|(slot, h)| *slot = h);
 }
 
 #[cfg(test)]
