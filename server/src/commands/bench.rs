@@ -325,7 +325,6 @@ fn bench_decode(args: DecodeBenchArgs) -> anyhow::Result<()> {
     print_report(&bench, args.json)
 }
 
-/// A tokenizer over `items` synthetic items (a 1000-topic mixture of 64-dim embeddings, 3 × 256 codes).
 /// Seconds each call of `f` took, one per input.
 fn time_each<T>(inputs: &[T], mut f: impl FnMut(&T)) -> Vec<f64> {
     inputs
